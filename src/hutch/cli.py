@@ -1,0 +1,222 @@
+"""Command line: flags -> one core call -> exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hutch import __version__
+from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
+
+COMMANDS = (
+    "run", "exec", "shell", "build", "update", "agents", "doctor",
+    "ps", "stop", "gc", "audit", "config",
+)  # fmt: skip
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits 2 already; say what to do next as every error does.
+        self.print_usage(sys.stderr)
+        print(f"hutch: {message}\n  hint: see `hutch {self.prog.split()[-1]} --help`",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+
+
+def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--engine", choices=("docker", "podman", "auto"), default=default,
+                        help="container engine (default: config, HUTCH_ENGINE, or detected)")
+    parser.add_argument("--project", type=Path, default=default, metavar="DIR",
+                        help="project root (default: nearest hutch.toml, git top level, or .)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
+                        help="no progress or summary lines")
+    parser.add_argument("--debug", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
+                        help="show engine commands and tracebacks")  # fmt: skip
+
+
+def _run_opts(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sandbox options")
+    g.add_argument("--network", choices=("allowlist", "open", "none"),
+                   help="egress policy for this run")
+    g.add_argument("--allow", action="append", default=[], metavar="HOST[:PORT]",
+                   help="also allow this host (repeatable)")
+    g.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="let a host variable in, or set one (repeatable)")
+    g.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro|rw]",
+                   help="extra mount (repeatable)")
+    g.add_argument("--no-mask", action="store_true", help="do not mask secret files (warns)")
+    g.add_argument("--memory", metavar="SIZE", help='memory limit, e.g. "4g"')
+    g.add_argument("--cpus", type=float, metavar="N", help="CPU limit")
+    g.add_argument("--pids", type=int, metavar="N", help="process limit")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the engine command instead of running it")
+    g.add_argument("--force", action="store_true",
+                   help="allow / or the home directory itself as the project")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="hutch", description="Run AI coding agents in a locked container.")
+    parser.add_argument("--version", action="version", version=f"hutch {__version__}")
+    _globals(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _globals(p, suppress=True)
+        return p
+
+    p = add("run", "run the agent in the sandbox for this project (the default)")
+    p.add_argument("agent", nargs="?", help="agent name (default: config `agent`)")
+    _run_opts(p)
+    p = add("exec", "run any command in exactly the sandbox the agent would get")
+    _run_opts(p)
+    p.add_argument("--agent", help="whose sandbox (default: config `agent`)")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("cmd", nargs="*", help="the command (after --)")
+    p = add("shell", "an interactive shell in the sandbox")
+    p.add_argument("agent", nargs="?")
+    _run_opts(p)
+    p = add("build", "build the image if its recipe changed")
+    p.add_argument("agent", nargs="?")
+    p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    p = add("update", "rebuild with the agent's newest release")
+    p.add_argument("agent", nargs="?")
+    p.add_argument("--all", action="store_true", help="every agent with an image")
+    add("agents", "built-in and configured agents, image state")
+    add("doctor", "check the engine and setup, print fixes")
+    add("ps", "running sessions")
+    p = add("stop", "stop a session")
+    p.add_argument("session")
+    add("gc", "remove anything hutch left behind")
+    p = add("audit", "what a session was denied or had masked")
+    p.add_argument("session", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p = add("config", "show the effective config, or write a template")
+    p.add_argument("action", choices=("show", "init"))
+    p.add_argument("--force", action="store_true", help="config init: replace hutch.toml")
+    return parser
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
+    """Insert the implicit `run` and split off what follows `--`."""
+    args = list(argv)
+    tail: tuple[str, ...] = ()
+    if "--" in args:
+        cut = args.index("--")
+        args, tail = args[:cut], tuple(args[cut + 1 :])
+    index = 0
+    takes_value = {"--engine", "--project"}
+    while index < len(args) and args[index].startswith("-"):
+        if args[index] in ("-h", "--help", "--version"):
+            return args, tail
+        index += 2 if args[index] in takes_value else 1
+    if index >= len(args) or args[index] not in COMMANDS:
+        args.insert(index, "run")
+    return args, tail
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args, tail = split_argv(raw)
+    ns = build_parser().parse_args(args)
+    debug = bool(getattr(ns, "debug", False))
+    try:
+        return dispatch(ns, tail)
+    except HutchError as err:
+        print(f"hutch: {err}", file=sys.stderr)
+        if debug:
+            raise
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("hutch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _flag_layer(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hutch.config.load import Layer
+    from hutch.config.schema import SCHEMA, ConfigValue
+
+    values: dict[str, ConfigValue] = {}
+    if getattr(ns, "engine", None):
+        values["engine"] = ns.engine
+    pairs = (
+        ("network", "network.mode"),
+        ("memory", "sandbox.memory"),
+        ("cpus", "sandbox.cpus"),
+        ("pids", "sandbox.pids"),
+    )
+    for attr, key in pairs:
+        value = getattr(ns, attr, None)
+        if value is not None:
+            values[key] = SCHEMA[key].validate(value, f"--{attr}")
+    for attr, key in (("allow", "network.allow"), ("env", "sandbox.env"), ("mount", "sandbox.mounts")):
+        items = getattr(ns, attr, None)
+        if items:
+            values[key] = SCHEMA[key].validate(list(items), f"--{attr}")
+    return Layer("flag", values)
+
+
+def _workspace(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hutch.config import load_settings
+    from hutch.engines import choose
+    from hutch.paths import Dirs, find_project_root
+    from hutch.session import Workspace
+
+    cwd = Path(os.getcwd())
+    project = find_project_root(cwd, getattr(ns, "project", None))
+    dirs = Dirs.from_env()
+    settings = load_settings(dirs, project, _flag_layer(ns))
+    engine = choose(settings.engine)
+    return Workspace(dirs, project, cwd, settings, engine, quiet=bool(ns.quiet))
+
+
+def dispatch(ns: argparse.Namespace, tail: tuple[str, ...]) -> int:
+    command = ns.command
+    if command in ("run", "exec", "shell"):
+        from hutch.commands.run import RunRequest, execute
+
+        if command == "exec":
+            cmd = tuple(ns.cmd) + tail
+            if not cmd:
+                raise UsageError("exec needs a command", "hutch exec -- CMD [ARGS]")
+            request = RunRequest(ns.agent, cmd, (), ns.interactive, ns.tty,
+                                 ns.dry_run, ns.force, ns.no_mask)  # fmt: skip
+        elif command == "shell":
+            request = RunRequest(ns.agent, ("bash", "-l"), (), True, None,
+                                 ns.dry_run, ns.force, ns.no_mask)  # fmt: skip
+        else:
+            request = RunRequest(ns.agent, (), tail, None, None,
+                                 ns.dry_run, ns.force, ns.no_mask)  # fmt: skip
+        return execute(_workspace(ns), request)
+    if tail:
+        raise UsageError(f"`hutch {command}` takes no arguments after --")
+    from hutch.commands import manage
+
+    if command == "build":
+        return manage.build(_workspace(ns), ns.agent, ns.no_cache)
+    if command == "update":
+        return manage.update(_workspace(ns), ns.agent, ns.all)
+    if command == "agents":
+        return manage.agents(_workspace(ns))
+    if command == "doctor":
+        return manage.doctor(ns)
+    if command == "ps":
+        return manage.ps(_workspace(ns))
+    if command == "stop":
+        return manage.stop(_workspace(ns), ns.session)
+    if command == "gc":
+        return manage.gc(_workspace(ns))
+    if command == "audit":
+        return manage.audit(_workspace(ns), ns.session, ns.json)
+    if command == "config":
+        if ns.action == "show":
+            return manage.config_show(_workspace(ns))
+        return manage.config_init(ns, ns.force)
+    raise UsageError(f"unknown command {command!r}")

@@ -1,0 +1,197 @@
+"""The config schema: every key, its validator and its built-in default.
+
+Values are kept flat ("section.key") while layers merge, so that every value
+can carry its origin for `hutch config show`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hutch.errors import ConfigError
+
+ConfigValue = str | int | float | bool | tuple[str, ...]
+Validator = Callable[[object, str], ConfigValue]
+
+_SIZE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
+_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(=[A-Za-z0-9.+~:\-]+)?$")
+# npm names (optionally scoped) with an optional @version; pip requirement names
+# with an optional simple version specifier. Kept strict: they end up in a RUN line.
+_NPM_PACKAGE = re.compile(r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*(@[A-Za-z0-9.^~<>=*\-]+)?$")
+_PIP_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(\[[A-Za-z0-9,._\-]+\])?([<>=!~]=?[A-Za-z0-9.*+\-]+)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@\-]*$")
+
+NETWORK_MODES = ("allowlist", "open", "none")
+CACHE_KINDS = ("npm", "pip")
+
+
+def _type_name(value: object) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _want(value: object, where: str, expected: str) -> ConfigError:
+    return ConfigError(
+        f"{where} must be {expected}, got {_type_name(value)} ({value!r})",
+        "fix the value in the file named above",
+    )
+
+
+def string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _want(value, where, "a string")
+    return value
+
+
+def choice(*options: str) -> Validator:
+    def check(value: object, where: str) -> str:
+        text = string(value, where)
+        if text not in options:
+            listed = ", ".join(f'"{o}"' for o in options)
+            raise ConfigError(f"{where} must be one of {listed}, got {text!r}")
+        return text
+
+    return check
+
+
+def string_list(pattern: re.Pattern[str] | None = None, what: str = "entry") -> Validator:
+    def check(value: object, where: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _want(value, where, "an array of strings")
+        items: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _want(item, f"{where}[{index}]", "a string")
+            if pattern is not None and not pattern.match(item):
+                raise ConfigError(f"{where}[{index}]: {item!r} is not a valid {what}")
+            items.append(item)
+        return tuple(items)
+
+    return check
+
+
+def positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _want(value, where, "a positive integer")
+    return value
+
+
+def cpus(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise _want(value, where, "a positive number of CPUs")
+    return float(value)
+
+
+def size(value: object, where: str) -> str:
+    text = string(value, where)
+    if not _SIZE.match(text):
+        raise ConfigError(f'{where} must be a size like "512m" or "4g", got {text!r}')
+    return text.lower()
+
+
+def image_ref(value: object, where: str) -> str:
+    text = string(value, where)
+    if not _IMAGE_REF.match(text):
+        raise ConfigError(f"{where}: {text!r} is not an image reference")
+    return text
+
+
+def ca_certificates(value: object, where: str) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if value not in ("host", "none"):
+            raise ConfigError(f'{where} must be "host", "none" or an array of .crt paths')
+        return value
+    paths = string_list()(value, where)
+    assert isinstance(paths, tuple)
+    for path in paths:
+        if not path.endswith((".crt", ".pem")):
+            raise ConfigError(f"{where}: {path!r} must be a PEM file ending in .crt or .pem")
+    return paths
+
+
+def env_entries(value: object, where: str) -> tuple[str, ...]:
+    entries = string_list()(value, where)
+    assert isinstance(entries, tuple)
+    for entry in entries:
+        name = entry.split("=", 1)[0]
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{where}: {entry.split('=', 1)[0]!r} is not a variable name")
+    return entries
+
+
+def caches(value: object, where: str) -> tuple[str, ...]:
+    entries = string_list()(value, where)
+    assert isinstance(entries, tuple)
+    for entry in entries:
+        if entry not in CACHE_KINDS:
+            raise ConfigError(f"{where}: unknown cache {entry!r} (known: {', '.join(CACHE_KINDS)})")
+    return entries
+
+
+def workdir(value: object, where: str) -> str:
+    text = string(value, where)
+    if text != "host" and not (text.startswith("/") and text != "/" and "\n" not in text):
+        raise ConfigError(f'{where} must be "host" or an absolute path such as "/workspace"')
+    return text
+
+
+@dataclass(frozen=True)
+class Key:
+    validate: Validator
+    default: ConfigValue
+    doc: str
+
+
+def _default_cpus() -> float:
+    return float(os.cpu_count() or 1)
+
+
+SCHEMA: dict[str, Key] = {
+    "version": Key(positive_int, 1, "config format version"),
+    "agent": Key(string, "claude", "agent started by `hutch run`"),
+    "engine": Key(choice("docker", "podman", "auto"), "auto", "container engine"),
+    "image.base": Key(image_ref, "debian:bookworm-slim", "base image (Debian family)"),
+    "image.packages": Key(string_list(_DEB_PACKAGE, "Debian package name"), (), "extra apt packages"),
+    "image.npm": Key(string_list(_NPM_PACKAGE, "npm package"), (), "extra global npm packages"),
+    "image.pip": Key(string_list(_PIP_PACKAGE, "pip requirement"), (), "extra pip packages"),
+    "image.ca_certificates": Key(ca_certificates, "host", "CAs trusted in the image"),
+    "sandbox.workdir": Key(workdir, "host", "where the project appears inside"),
+    "sandbox.env": Key(env_entries, (), "host variables let in"),
+    "sandbox.mounts": Key(string_list(), (), "extra mounts SRC:DST[:ro|rw]"),
+    "sandbox.memory": Key(size, "8g", "memory limit"),
+    "sandbox.cpus": Key(cpus, _default_cpus(), "CPU limit"),
+    "sandbox.pids": Key(positive_int, 4096, "process limit"),
+    "sandbox.auth": Key(choice("isolated", "host"), "isolated", "agent login state"),
+    "sandbox.caches": Key(caches, (), "package caches kept per project"),
+    "network.mode": Key(choice(*NETWORK_MODES), "allowlist", "egress policy"),
+    "network.allow": Key(string_list(), (), "hosts reachable through the proxy"),
+    "network.allow_private": Key(
+        string_list(), (), "names allowed although they resolve to private addresses"
+    ),
+    "secrets.mask": Key(string_list(), (), "extra secret-file patterns"),
+    "secrets.unmask": Key(string_list(), (), "patterns exempted from masking"),
+}
+
+SECTIONS = ("image", "sandbox", "network", "secrets")
+
+# Custom agents: [agents.NAME] tables, validated key by key.
+AGENT_KEYS: dict[str, Validator] = {
+    "install": choice("npm", "pip"),
+    "package": string,
+    "command": string,
+    "version": string,
+    "args": string_list(),
+    "allow": string_list(),
+    "env": env_entries,
+    "home": string_list(),
+}

@@ -1,0 +1,153 @@
+"""What every engine backend provides. Each engine builds its own argv."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hutch import process
+from hutch.errors import EngineUnavailable
+from hutch.plan import Mount, RunPlan
+
+MANAGED = "io.hutch.managed=true"
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    state: str
+    created: str
+    labels: Mapping[str, str]
+
+    @property
+    def session(self) -> str:
+        return self.labels.get("io.hutch.session", "")
+
+
+@dataclass(frozen=True)
+class BuildCommand:
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    buildkit: bool
+
+
+def csv_field(text: str) -> str:
+    """Quote one --mount field the way the engines' CSV parser reads it back."""
+    if any(c in text for c in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+class Engine(ABC):
+    name: str = ""
+    install_hint: str = ""
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or self.name
+
+    # -- argv builders (pure) -------------------------------------------------
+
+    @abstractmethod
+    def run_argv(self, plan: RunPlan) -> list[str]:
+        """The full command line that starts the sandbox described by plan."""
+
+    @abstractmethod
+    def build_command(
+        self, tag: str, context: str, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+    ) -> BuildCommand:
+        """The command line that builds an image from a prepared context."""
+
+    @abstractmethod
+    def mount_arg(self, mount: Mount) -> str: ...
+
+    def client_env(self, plan: RunPlan, environ: Mapping[str, str]) -> dict[str, str]:
+        """Environment for the engine client: secret values travel here, not in argv."""
+        env = dict(environ)
+        for var in plan.env:
+            if var.secret:
+                env[var.name] = var.value
+        return env
+
+    # -- engine calls ---------------------------------------------------------
+
+    def call(self, args: Sequence[str], timeout: float | None = 60) -> process.Result:
+        argv = [self.binary, *args]
+        try:
+            result = process.capture(argv, timeout=timeout)
+        except FileNotFoundError as err:
+            raise EngineUnavailable(
+                f"{self.binary} is not installed (not found on PATH)", self.install_hint
+            ) from err
+        except process.Timeout as err:
+            raise EngineUnavailable(
+                f"{self.binary} did not answer within {timeout:.0f}s",
+                f"check that the {self.name} service is healthy: {self.binary} info",
+            ) from err
+        if not result.ok:
+            self.raise_if_unavailable(result.stderr)
+        return result
+
+    @abstractmethod
+    def raise_if_unavailable(self, stderr: str) -> None:
+        """Raise EngineUnavailable when stderr says the daemon cannot be reached."""
+
+    def image_id(self, tag: str) -> str | None:
+        result = self.call(["image", "inspect", "--format", "{{.Id}}", tag])
+        return result.stdout.strip() if result.ok else None
+
+    def image_labels(self, tag: str) -> dict[str, str]:
+        result = self.call(["image", "inspect", "--format", "{{json .Config.Labels}}", tag])
+        if not result.ok:
+            return {}
+        labels = json.loads(result.stdout or "null") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def containers(self, label: str = MANAGED) -> list[Container]:
+        ids = self.call(["ps", "-aq", "--no-trunc", "--filter", f"label={label}"])
+        if not ids.ok:
+            raise EngineUnavailable(f"{self.binary} ps failed: {ids.stderr.strip()}")
+        wanted = ids.stdout.split()
+        if not wanted:
+            return []
+        inspected = self.call(["inspect", *wanted])
+        if not inspected.ok and not inspected.stdout.strip():
+            return []
+        found: list[Container] = []
+        for item in json.loads(inspected.stdout or "[]"):
+            labels = item.get("Config", {}).get("Labels") or {}
+            found.append(
+                Container(
+                    id=item["Id"][:12],
+                    name=item.get("Name", "").lstrip("/"),
+                    state=item.get("State", {}).get("Status", "unknown"),
+                    created=item.get("Created", ""),
+                    labels={str(k): str(v) for k, v in labels.items()},
+                )
+            )
+        return found
+
+    def remove(self, names: Sequence[str]) -> None:
+        if names:
+            self.call(["rm", "-f", *names])
+
+    def has_buildkit(self) -> bool:
+        return False
+
+    def version(self) -> process.Result:
+        return self.call(["version", "--format", "{{.Server.Version}}"], timeout=20)
+
+
+def owner_pid_alive(labels: Mapping[str, str], hostname: str) -> bool:
+    pid = labels.get("io.hutch.pid", "")
+    if labels.get("io.hutch.host") != hostname or not pid.isdigit():
+        # Another machine's session (shared engine): not ours to judge.
+        return True
+    return process.is_alive(int(pid))
+
+
+def host_name() -> str:
+    return os.uname().nodename

@@ -1,0 +1,1 @@
+"""Image recipes, tags and builds."""

@@ -1,0 +1,24 @@
+#!/bin/sh
+# hutch sandbox entrypoint. Runs as the host user from its first instruction:
+# there is no root phase, nothing to chown, no sudo.
+set -eu
+
+if [ -n "${HUTCH_PROXY_SOCKET:-}" ]; then
+    # The sandbox has no network; the only way out is hutch's filtering proxy,
+    # reached through a Unix socket. Tools that honour HTTP(S)_PROXY talk to
+    # this loopback relay; anything else finds no route at all.
+    socat TCP-LISTEN:3128,bind=127.0.0.1,reuseaddr,fork,backlog=1024 \
+        "UNIX-CONNECT:$HUTCH_PROXY_SOCKET" 2>/dev/null &
+    # Wait until the relay listens (0C38 is port 3128, 0A is LISTEN).
+    i=0
+    while ! grep -q ':0C38 00000000:0000 0A' /proc/net/tcp 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -gt 500 ] && { echo "hutch: egress relay did not start" >&2; exit 125; }
+        sleep 0.01
+    done
+fi
+
+if [ "$#" -eq 0 ]; then
+    set -- bash -l
+fi
+exec "$@"

@@ -1,0 +1,272 @@
+"""Turn settings into a frozen description of one sandbox. Pure: no I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hutch.agents import AgentDef
+from hutch.config import Settings
+from hutch.errors import UsageError
+from hutch.image.recipe import HOME
+
+PROXY_PORT = 3128
+PROXY_SOCKET_DIR = "/run/hutch"
+PROXY_SOCKET = f"{PROXY_SOCKET_DIR}/egress.sock"
+# Targets a user mount may not cover: they would hide or replace what the
+# sandbox's guarantees rest on.
+RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/run/hutch")
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str
+    # Secret values never appear in argv, --dry-run or logs: the engine client
+    # reads them from its own environment.
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    name: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    image: str
+    name: str
+    session: str
+    labels: tuple[tuple[str, str], ...]
+    identity: Identity
+    workdir: str
+    mounts: tuple[Mount, ...]
+    env: tuple[EnvVar, ...]
+    network: str  # engine network mode: "none" or "bridge"
+    egress: str  # "allowlist" | "open" | "none"
+    memory: str
+    cpus: float
+    pids: int
+    interactive: bool
+    tty: bool
+    command: tuple[str, ...]
+    hostname: str = "hutch"
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What planning needs to know about the host, gathered by the caller."""
+
+    project: str
+    cwd: str
+    home: str
+    identity: Identity
+    environ: Mapping[str, str]
+    agent_home: str
+    cache_root: str
+    identity_files: tuple[str, str]  # generated passwd and group on the host
+    owner_pid: int = 0
+    hostname: str = ""
+    proxy_socket_dir: str | None = None
+    empty_file: str = ""
+    empty_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Masking:
+    files: tuple[str, ...] = ()
+    dirs: tuple[str, ...] = ()
+    readonly: tuple[str, ...] = ()
+
+
+def project_key(project: str) -> str:
+    return hashlib.sha256(project.encode()).hexdigest()[:12]
+
+
+def passwd_entries(identity: Identity) -> tuple[str, str]:
+    """/etc/passwd and /etc/group for the sandbox: the host user resolves by its IDs."""
+    users = [f"{identity.name}:x:{identity.uid}:{identity.gid}:hutch sandbox user:{HOME}:/bin/bash"]
+    groups = [f"{identity.name}:x:{identity.gid}:"]
+    if identity.uid != 0:
+        users.insert(0, "root:x:0:0:root:/root:/usr/sbin/nologin")
+    if identity.gid != 0:
+        groups.insert(0, "root:x:0:")
+    if identity.uid != 65534:
+        users.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin")
+    if identity.gid != 65534:
+        groups.append("nogroup:x:65534:")
+    return "\n".join(users) + "\n", "\n".join(groups) + "\n"
+
+
+def sandbox_user_name(host_name: str, uid: int) -> str:
+    if uid == 0:
+        return "root"
+    ok = host_name and host_name[0].isalpha() and all(c.isalnum() or c in "-_." for c in host_name)
+    if not ok or host_name in ("root", "nobody", "nogroup"):
+        return "hutch"
+    return host_name
+
+
+def parse_mount(spec: str, project: str, home: str) -> Mount:
+    """SRC:DST[:ro|rw]; SRC may hold ':' (DST is the part after the last ':/')."""
+    readonly = False
+    body = spec
+    if body.endswith((":ro", ":rw")):
+        readonly = body.endswith(":ro")
+        body = body[:-3]
+    cut = body.rfind(":/")
+    if cut <= 0:
+        raise UsageError(
+            f"mount {spec!r} is not SRC:DST[:ro|rw]",
+            'write it as "~/data:/data:ro" (the target must be an absolute path)',
+        )
+    source, target = body[:cut], body[cut + 1 :]
+    if source.startswith("~"):
+        source = home + source[1:]
+    elif not source.startswith("/"):
+        source = posixpath.join(project, source)
+    target = posixpath.normpath(target)
+    if "\n" in target or target == "/" or any(
+        target == r or target.startswith(r + "/") for r in RESERVED_TARGETS
+    ):
+        raise UsageError(f"mount {spec!r}: {target} cannot be a mount target in the sandbox")
+    return Mount(posixpath.normpath(source), target, readonly)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def project_target(settings: Settings, project: str) -> str:
+    return project if settings.workdir == "host" else settings.workdir
+
+
+def env_vars(settings: Settings, agent: AgentDef, environ: Mapping[str, str]) -> tuple[
+    tuple[EnvVar, ...], tuple[str, ...]
+]:
+    """Named host variables only; returns the variables and notes on missing ones."""
+    result: dict[str, EnvVar] = {}
+    notes: list[str] = []
+    for entry in settings.env:
+        name, sep, value = entry.partition("=")
+        if sep:
+            result[name] = EnvVar(name, value, secret=True)
+        elif name in environ:
+            result[name] = EnvVar(name, environ[name], secret=True)
+        else:
+            notes.append(f"{name} is not set on the host; not passed")
+    for name, value in agent.fixed_env:
+        result.setdefault(name, EnvVar(name, value))
+    return tuple(result.values()), tuple(notes)
+
+
+def build_run_plan(
+    settings: Settings,
+    agent: AgentDef,
+    host: HostFacts,
+    image: str,
+    session: str,
+    command: tuple[str, ...],
+    interactive: bool,
+    tty: bool,
+    masking: Masking = Masking(),
+) -> RunPlan:
+    project = host.project
+    target = project_target(settings, project)
+    rel = posixpath.relpath(host.cwd, project) if _inside(host.cwd, project) else "."
+    workdir = posixpath.normpath(posixpath.join(target, rel))
+
+    mounts: list[Mount] = [Mount(project, target)]
+    for rel_path in masking.readonly:
+        mounts.append(Mount(posixpath.join(project, rel_path), posixpath.join(target, rel_path), True))
+    for rel_path in masking.files:
+        mounts.append(Mount(host.empty_file, posixpath.join(target, rel_path), True))
+    for rel_path in masking.dirs:
+        mounts.append(Mount(host.empty_dir, posixpath.join(target, rel_path), True))
+    mounts.append(Mount(host.agent_home, HOME))
+    if settings.auth == "host":
+        for rel_path in agent.home_paths:
+            mounts.append(
+                Mount(posixpath.join(host.home, rel_path), posixpath.join(HOME, rel_path))
+            )
+    key = project_key(project)
+    cache_targets = {"npm": ".npm", "pip": ".cache/pip"}
+    for kind in settings.caches:
+        mounts.append(
+            Mount(
+                posixpath.join(host.cache_root, key, kind),
+                posixpath.join(HOME, cache_targets[kind]),
+            )
+        )
+    passwd, group = host.identity_files
+    mounts.append(Mount(passwd, "/etc/passwd", True))
+    mounts.append(Mount(group, "/etc/group", True))
+    for spec in settings.mounts:
+        mount = parse_mount(spec, project, host.home)
+        if mount.source in ENGINE_SOCKETS:
+            raise UsageError(f"mount {spec!r} would hand the sandbox the engine socket; refused")
+        mounts.append(mount)
+
+    env, notes = env_vars(settings, agent, host.environ)
+    fixed = [
+        EnvVar("HOME", HOME),
+        EnvVar("USER", host.identity.name),
+        EnvVar("LOGNAME", host.identity.name),
+        EnvVar("SHELL", "/bin/bash"),
+        EnvVar("HUTCH_SESSION", session),
+    ]
+    if tty:
+        fixed.append(EnvVar("TERM", host.environ.get("TERM", "xterm-256color")))
+    if settings.network_mode == "allowlist" and host.proxy_socket_dir is not None:
+        mounts.append(Mount(host.proxy_socket_dir, PROXY_SOCKET_DIR))
+        proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
+        fixed.append(EnvVar("HUTCH_PROXY_SOCKET", PROXY_SOCKET))
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            fixed.append(EnvVar(name, proxy_url))
+        for name in ("NO_PROXY", "no_proxy"):
+            fixed.append(EnvVar(name, "localhost,127.0.0.1,::1"))
+    named = {e.name for e in env}
+    all_env = tuple(e for e in fixed if e.name not in named) + env
+
+    labels = (
+        ("io.hutch.managed", "true"),
+        ("io.hutch.session", session),
+        ("io.hutch.project", project),
+        ("io.hutch.agent", agent.name),
+        ("io.hutch.pid", str(host.owner_pid)),
+        ("io.hutch.host", host.hostname),
+    )
+    base = posixpath.basename(project) or "root"
+    slug = "".join(c if c.isalnum() else "-" for c in base.lower()).strip("-")[:24] or "project"
+    return RunPlan(
+        image=image,
+        name=f"hutch-{slug}-{session}",
+        session=session,
+        labels=labels,
+        identity=host.identity,
+        workdir=workdir,
+        mounts=tuple(mounts),
+        env=all_env,
+        network="bridge" if settings.network_mode == "open" else "none",
+        egress=settings.network_mode,
+        memory=settings.memory,
+        cpus=settings.cpus,
+        pids=settings.pids,
+        interactive=interactive,
+        tty=tty,
+        command=command,
+        notes=notes,
+    )

@@ -1,0 +1,139 @@
+"""The one place that starts subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Timeout(Exception):
+    """A captured command did not finish in time."""
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def capture(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    stdin_text: str | None = None,
+) -> Result:
+    """Run to completion and capture both streams. FileNotFoundError if argv[0] is missing."""
+    try:
+        completed = subprocess.run(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            input=stdin_text,
+            stdin=None if stdin_text is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise Timeout(f"{argv[0]} did not finish within {timeout}s") from err
+    return Result(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
+
+
+def stream(
+    argv: Sequence[str],
+    on_line: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run with stdout and stderr merged, handing each line to on_line as it arrives."""
+    with subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+        return proc.wait()
+
+
+def foreground(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    own_group: bool,
+    on_signal: Callable[[int], None],
+    grace: float = 10.0,
+) -> tuple[int, int | None]:
+    """Run a session in the foreground, forwarding termination signals.
+
+    own_group puts the child in its own process group, so that a terminal's
+    Ctrl-C reaches hutch once and is forwarded once; with a terminal attached
+    the child must stay in the foreground group to own the tty.
+    Returns (exit status, first signal received or None). on_signal runs once,
+    after the child is gone, when a signal arrived (for cleanup).
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        process_group=0 if own_group else None,
+    )
+    received: list[int] = []
+    cleaned = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                status = proc.wait(timeout=grace if received else None)
+                break
+            except subprocess.TimeoutExpired:
+                # The engine client did not finish after the forwarded signal:
+                # clean up behind it, then stop waiting for it.
+                on_signal(received[0])
+                cleaned = True
+                proc.kill()
+                status = proc.wait()
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    first = received[0] if received else None
+    if first is not None and not cleaned:
+        on_signal(first)
+    if status < 0:
+        status = 128 - status
+    return status, first
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

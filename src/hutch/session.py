@@ -1,0 +1,348 @@
+"""The core of run, exec and shell: resolve, build if needed, launch, clean up."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hutch import process
+from hutch.agents import AgentDef
+from hutch.agents import resolve as resolve_agent
+from hutch.config import Settings
+from hutch.engines.base import Engine, host_name
+from hutch.errors import ConfigError, SetupFailed, UsageError
+from hutch.image.build import build
+from hutch.image.recipe import Recipe, render
+from hutch.image.versions import LookupFailed, Pins, latest_version
+from hutch.paths import Dirs
+from hutch.plan import HostFacts, Identity, Masking, RunPlan, build_run_plan, passwd_entries
+from hutch.plan import sandbox_user_name
+
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    dirs: Dirs
+    project: Path
+    cwd: Path
+    settings: Settings
+    engine: Engine
+    quiet: bool = False
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"hutch: {message}", file=sys.stderr, flush=True)
+
+    def agent(self, name: str | None) -> AgentDef:
+        return resolve_agent(name or self.settings.agent, self.settings.custom_agents)
+
+    @property
+    def pins(self) -> Pins:
+        return Pins(self.dirs.state / "versions.json")
+
+
+# -- images ---------------------------------------------------------------------
+
+
+def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
+    setting = ws.settings.ca_certificates
+    if setting == "none":
+        return ()
+    if setting == "host":
+        if not HOST_CA_DIR.is_dir():
+            return ()
+        paths = sorted(p for p in HOST_CA_DIR.rglob("*.crt") if p.is_file())
+    else:
+        assert isinstance(setting, tuple)
+        paths = [
+            Path(os.path.expanduser(p)) if p.startswith("~") else ws.project / p for p in setting
+        ]
+    found: list[tuple[str, bytes]] = []
+    for path in paths:
+        try:
+            content = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(
+                f"[image] ca_certificates: cannot read {path}: {err.strerror}",
+                "name PEM files that exist, relative to the project root",
+            ) from err
+        if b"-----BEGIN CERTIFICATE-----" not in content:
+            raise ConfigError(f"[image] ca_certificates: {path} holds no PEM certificate")
+        found.append((path.name, content))
+    return tuple(found)
+
+
+def agent_version(ws: Workspace, agent: AgentDef, refresh: bool = False) -> str:
+    if agent.pinned_version:
+        return agent.pinned_version
+    pin = ws.pins.get(agent.name)
+    if pin is not None and not refresh:
+        return pin.version
+    try:
+        version = latest_version(agent)
+    except LookupFailed as err:
+        if pin is not None:
+            ws.say(f"could not ask the registry for {agent.package} ({err}); keeping {pin.version}")
+            return pin.version
+        ws.say(f"could not ask the registry for {agent.package} ({err}); installing its latest")
+        return "latest"
+    ws.pins.set(agent.name, version)
+    return version
+
+
+def recipe_for(ws: Workspace, agent: AgentDef, refresh: bool = False) -> Recipe:
+    s = ws.settings
+    return render(
+        agent,
+        agent_version(ws, agent, refresh),
+        s.base,
+        s.packages,
+        s.npm,
+        s.pip,
+        ca_files(ws),
+    )
+
+
+def _marker(ws: Workspace, recipe: Recipe) -> Path:
+    return ws.dirs.state / "images" / recipe.digest
+
+
+def ensure_image(
+    ws: Workspace, recipe: Recipe, force: bool = False, no_cache: bool = False
+) -> bool:
+    """Make sure recipe.tag exists; returns True when a build ran."""
+    marker = _marker(ws, recipe)
+    if not force and not no_cache:
+        if marker.exists():
+            return False
+        if ws.engine.image_id(recipe.tag):
+            _touch(marker)
+            return False
+    build(ws.engine, recipe, ws.dirs.state / "builds", no_cache=no_cache, quiet=ws.quiet)
+    _touch(marker)
+    return True
+
+
+def forget_image(ws: Workspace, recipe: Recipe) -> None:
+    _marker(ws, recipe).unlink(missing_ok=True)
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+# -- the host side of a sandbox ---------------------------------------------------
+
+
+def check_project(ws: Workspace, force: bool) -> None:
+    home = os.path.realpath(Path.home())
+    project = str(ws.project)
+    if force:
+        return
+    if project == "/":
+        raise UsageError(
+            "refusing to use / as the project: the sandbox would see the whole machine",
+            "run hutch inside a project directory, or pass --force if you really mean it",
+        )
+    if project == home:
+        raise UsageError(
+            f"refusing to use your home directory {home} as the project: it holds your keys",
+            "run hutch inside a project directory, or pass --force if you really mean it",
+        )
+
+
+def host_identity() -> Identity:
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = ""
+    return Identity(uid, gid, sandbox_user_name(name, uid))
+
+
+def _write_if_changed(path: Path, content: str) -> None:
+    try:
+        if path.read_text() == content:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(content)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def host_facts(
+    ws: Workspace, agent: AgentDef, proxy_socket_dir: str | None = None
+) -> HostFacts:
+    identity = host_identity()
+    data = ws.dirs.data
+    home = ws.dirs.agent_home(agent.name)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident_dir = data / "identity"
+    passwd, group = passwd_entries(identity)
+    key = f"{identity.uid}-{identity.gid}-{identity.name}"
+    _write_if_changed(ident_dir / f"passwd-{key}", passwd)
+    _write_if_changed(ident_dir / f"group-{key}", group)
+    empty_file = data / "empty" / "file"
+    empty_dir = data / "empty" / "dir"
+    if not empty_file.exists():
+        empty_dir.mkdir(parents=True, exist_ok=True)
+        empty_file.touch(mode=0o444)
+    cache_root = data / "caches"
+    if ws.settings.auth == "host":
+        _prepare_host_auth(ws, agent)
+    project_key_dir = None
+    for kind in ws.settings.caches:
+        from hutch.plan import project_key
+
+        project_key_dir = cache_root / project_key(str(ws.project)) / kind
+        project_key_dir.mkdir(parents=True, exist_ok=True)
+    return HostFacts(
+        project=str(ws.project),
+        cwd=os.path.realpath(ws.cwd),
+        home=str(Path.home()),
+        identity=identity,
+        environ=dict(os.environ),
+        agent_home=str(home),
+        cache_root=str(cache_root),
+        identity_files=(str(ident_dir / f"passwd-{key}"), str(ident_dir / f"group-{key}")),
+        owner_pid=os.getpid(),
+        hostname=host_name(),
+        proxy_socket_dir=proxy_socket_dir,
+        empty_file=str(empty_file),
+        empty_dir=str(empty_dir),
+    )
+
+
+def _prepare_host_auth(ws: Workspace, agent: AgentDef) -> None:
+    """auth = "host": the seed's behaviour. Create what is missing, never touch what exists."""
+    home = Path.home()
+    for rel in agent.home_paths:
+        path = home / rel
+        if path.exists():
+            continue
+        if "." in Path(rel).name.lstrip("."):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("{}\n" if rel.endswith(".json") else "")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        ws.say(f"created {path} for auth = \"host\"")
+
+
+# -- sessions -------------------------------------------------------------------
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(4)
+
+
+def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
+    project = plan.mounts[0]
+    network = {
+        "allowlist": f"allowlist ({allow_count} hosts)",
+        "open": "open",
+        "none": "none",
+    }[plan.egress]
+    parts = [f"session {plan.session}", f"project {project.source} -> {project.target}"]
+    parts.append(f"network {network}")
+    masked = len(masking.files) + len(masking.dirs)
+    parts.append(f"{masked} secret file{'s' if masked != 1 else ''} masked")
+    return " | ".join(parts)
+
+
+def format_argv(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _record_path(ws: Workspace, session: str) -> Path:
+    return ws.dirs.sessions() / f"{session}.json"
+
+
+def record_session(ws: Workspace, plan: RunPlan) -> Path:
+    path = _record_path(ws, plan.session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "session": plan.session,
+                "container": plan.name,
+                "project": str(ws.project),
+                "agent": dict(plan.labels).get("io.hutch.agent", ""),
+                "pid": os.getpid(),
+                "host": host_name(),
+                "started": time.time(),
+                "engine": ws.engine.name,
+            }
+        )
+    )
+    return path
+
+
+def stale_records(ws: Workspace) -> list[tuple[Path, dict[str, object]]]:
+    """Session records whose hutch process is gone: their sandboxes may be left behind."""
+    found: list[tuple[Path, dict[str, object]]] = []
+    directory = ws.dirs.sessions()
+    if not directory.is_dir():
+        return found
+    for path in directory.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        pid = data.get("pid")
+        if data.get("host") == host_name() and isinstance(pid, int) and not process.is_alive(pid):
+            found.append((path, data))
+    return found
+
+
+def reap_stale(ws: Workspace) -> list[str]:
+    """Remove sandboxes whose hutch died (killed, crashed); cheap when there are none."""
+    stale = stale_records(ws)
+    names = [str(d.get("container")) for _, d in stale if d.get("engine") == ws.engine.name]
+    if names:
+        ws.engine.remove(names)
+    for path, _ in stale:
+        path.unlink(missing_ok=True)
+    return names
+
+
+def launch(ws: Workspace, plan: RunPlan, recipe: Recipe) -> int:
+    """Start the sandbox in the foreground and pass its exit status through."""
+    engine = ws.engine
+    reap_stale(ws)
+    record = record_session(ws, plan)
+    own_group = not plan.tty
+    env = engine.client_env(plan, os.environ)
+    cleaned: list[bool] = []
+
+    def cleanup(_signum: int) -> None:
+        if not cleaned:
+            cleaned.append(True)
+            engine.remove([plan.name])
+
+    try:
+        status, signum = process.foreground(engine.run_argv(plan), env, own_group, cleanup)
+        if status == 125 and signum is None and not engine.image_id(plan.image):
+            # The image went away behind hutch's back (pruned): build it and retry once.
+            forget_image(ws, recipe)
+            ensure_image(ws, recipe)
+            status, signum = process.foreground(engine.run_argv(plan), env, own_group, cleanup)
+    except FileNotFoundError as err:
+        raise SetupFailed(
+            f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
+        ) from err
+    finally:
+        record.unlink(missing_ok=True)
+    return status
