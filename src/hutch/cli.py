@@ -113,10 +113,17 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
         args, tail = args[:cut], tuple(args[cut + 1 :])
     index = 0
     takes_value = {"--engine", "--project"}
-    while index < len(args) and args[index].startswith("-"):
-        if args[index] in ("-h", "--help", "--version"):
+    switches = {"-q", "--quiet", "--debug"}
+    while index < len(args):
+        arg = args[index]
+        if arg in ("-h", "--help", "--version"):
             return args, tail
-        index += 2 if args[index] in takes_value else 1
+        if arg in takes_value:
+            index += 2
+        elif arg in switches or arg.split("=", 1)[0] in takes_value:
+            index += 1
+        else:
+            break
     if index >= len(args) or args[index] not in COMMANDS:
         args.insert(index, "run")
     return args, tail

@@ -96,6 +96,7 @@ def foreground(
     )
     received: list[int] = []
     cleaned = False
+    status = 0
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)

@@ -22,8 +22,14 @@ from hutch.image.build import build
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import LookupFailed, Pins, latest_version
 from hutch.paths import Dirs
-from hutch.plan import HostFacts, Identity, Masking, RunPlan, build_run_plan, passwd_entries
-from hutch.plan import sandbox_user_name
+from hutch.plan import (
+    HostFacts,
+    Identity,
+    Masking,
+    RunPlan,
+    passwd_entries,
+    sandbox_user_name,
+)
 
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 

@@ -7,6 +7,7 @@ import grp
 import os
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def agents(ws: Workspace) -> int:
     known = all_agents(ws.settings.custom_agents)
     with ThreadPoolExecutor(max_workers=len(known)) as pool:
         newest = dict(zip(known, pool.map(_newest, known.values()), strict=True))
-    rows = [("AGENT", "PACKAGE", "PINNED", "NEWEST", "IMAGE")]
+    rows: list[tuple[str, ...]] = [("AGENT", "PACKAGE", "PINNED", "NEWEST", "IMAGE")]
     for name, agent in known.items():
         pin = agent.pinned_version or (p.version if (p := ws.pins.get(name)) else None)
         image = "not built"
@@ -77,14 +78,14 @@ def agents(ws: Workspace) -> int:
     return 0
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def ps(ws: Workspace) -> int:
-    rows = [("SESSION", "AGENT", "STATE", "PROJECT", "CONTAINER")]
+    rows: list[tuple[str, ...]] = [("SESSION", "AGENT", "STATE", "PROJECT", "CONTAINER")]
     for c in ws.engine.containers():
         rows.append((c.session, c.labels.get("io.hutch.agent", ""), c.state,
                      c.labels.get("io.hutch.project", ""), c.name))  # fmt: skip

@@ -212,8 +212,7 @@ def format_summary(summary: Summary) -> str:
     if not summary.hosts:
         return "No network connections recorded.\n"
     lines = [
-        f"{summary.allowed + summary.denied} connections: "
-        f"{summary.allowed} allowed, {summary.denied} denied."
+        f"{summary.allowed + summary.denied} connections: {summary.allowed} allowed, {summary.denied} denied."
     ]
     denied = [h for h in summary.hosts if h.denied]
     allowed = [h for h in summary.hosts if not h.denied]
@@ -227,8 +226,7 @@ def format_summary(summary: Summary) -> str:
         lines += ["", "Allowed:"]
         for h in allowed:
             lines.append(
-                f"  {_target(h)}  {h.allowed} connections, "
-                f"{_size(h.bytes_up)} up, {_size(h.bytes_down)} down"
+                f"  {_target(h)}  {h.allowed} connections, {_size(h.bytes_up)} up, {_size(h.bytes_down)} down"
             )
     return "\n".join(lines) + "\n"
 

@@ -23,9 +23,7 @@ _FIELD_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # Headers that describe this hop, not the request; never forwarded. Content
 # framing (Content-Length, Transfer-Encoding) is kept because the body is
 # passed through unchanged.
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "host"}
-)
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "host"})
 
 
 class HttpParseError(ValueError):

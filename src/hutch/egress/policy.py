@@ -24,6 +24,8 @@ DenialKind = Literal[
 
 MODES: tuple[NetworkMode, ...] = ("allowlist", "open", "none")
 DEFAULT_PORT = 443
+# Tunnels to these ports must start with a TLS ClientHello, so SNI can be checked.
+TLS_ONLY_PORTS = frozenset({443})
 
 # Named explicitly rather than via `ipaddress.is_private`: that property also
 # covers the RFC 5737 documentation ranges, which must stay reachable because
@@ -257,10 +259,6 @@ class Decision:
     def target(self) -> str:
         return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
 
-    def denied(self, reason: str, kind: DenialKind = "traffic") -> Decision:
-        """The same connection, denied after the fact (e.g. by what the client sent)."""
-        return Decision(False, reason, self.rule, self.host, self.port, (), kind, self.is_ip, self.is_ipv6)
-
 
 def system_resolver(host: str, port: int) -> list[str]:
     """IPv4 addresses for `host` from the system resolver; IPv6 egress is not offered."""
@@ -366,6 +364,32 @@ def _allow(base: Decision, reason: str, rule: str | None, addresses: list[str]) 
     )
 
 
+def sni_denial(decision: Decision, server_name: str | None) -> str | None:
+    """Why a ClientHello naming `server_name` may not pass the tunnel `decision` allowed.
+
+    The name a TLS client asks for must be the host that was checked; only a
+    tunnel to an allowed IP literal may omit it (clients send no SNI for IPs).
+    """
+    if server_name is None:
+        if decision.is_ip:
+            return None
+        return f"SNI missing: the TLS ClientHello names no server (expected {decision.host!r})"
+    try:
+        name = normalise_host(server_name).name
+    except HostError:
+        name = server_name[:255]
+    if name != decision.host:
+        return f"SNI mismatch: TLS server name {name!r} is not the CONNECT host {decision.host!r}"
+    return None
+
+
+def plaintext_denial(decision: Decision) -> str | None:
+    """Why a tunnel whose client speaks first in something other than TLS may not pass."""
+    if decision.port in TLS_ONLY_PORTS:
+        return f"non-TLS traffic on port {decision.port}, which must carry TLS"
+    return None
+
+
 def denial_message(method: str, decision: Decision) -> str:
     """The text a denied client reads: what was denied, why, and the line that would allow it."""
     target = decision.target
@@ -376,8 +400,7 @@ def denial_message(method: str, decision: Decision) -> str:
         lines.append(f'To allow it, add "{entry}" to [network] allow in hutch.toml, or {flag}.')
     elif decision.kind == "ip-literal":
         lines.append(
-            f'To allow this exact address, add "{target}" to [network] allow in hutch.toml, '
-            f"or {flag}."
+            f'To allow this exact address, add "{target}" to [network] allow in hutch.toml, or {flag}.'
         )
     elif decision.kind == "private":
         lines.append(

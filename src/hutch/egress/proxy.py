@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -25,21 +26,42 @@ from hutch.egress.audit import AuditLog, Verdict
 from hutch.egress.http import (
     HEAD_END,
     MAX_HEAD,
+    AbsoluteTarget,
     HttpParseError,
-    RequestHead,
     origin_request,
     parse_absolute_target,
     parse_connect_target,
     parse_request_head,
     simple_response,
 )
-from hutch.egress.policy import Decision, HostError, Policy, denial_message, normalise_host
-from hutch.egress.tls import MAX_CLIENT_HELLO, ClientHelloError, looks_like_tls, parse_client_hello
+from hutch.egress.policy import (
+    Decision,
+    HostError,
+    Policy,
+    denial_message,
+    normalise_host,
+    plaintext_denial,
+    sni_denial,
+)
+from hutch.egress.tls import (
+    MAX_CLIENT_HELLO,
+    ClientHello,
+    ClientHelloError,
+    looks_like_tls,
+    parse_client_hello,
+)
 from hutch.errors import SetupFailed
 
 log = logging.getLogger("hutch.egress")
 
 BUFFER = 256 * 1024
+# A read this large means a bulk transfer (small reads are interactive traffic).
+BULK_CHUNK = 64 * 1024
+MAX_BULK_FLOWS = 64
+BULK_SNDBUF = 4 * 1024 * 1024
+PIPE_SIZE = 1024 * 1024
+_HAVE_SPLICE = hasattr(os, "splice")
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 BACKLOG = 4096
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 # Accept errors that mean "out of resources for now": back off instead of spinning.
@@ -101,6 +123,7 @@ class EgressProxy:
         self._tcp_address: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._bulk_flows = 0
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -224,7 +247,10 @@ class EgressProxy:
         self._socket_ino = None
 
     def _run(
-        self, loop: asyncio.AbstractEventLoop, listeners: list[socket.socket], ready: threading.Event
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listeners: list[socket.socket],
+        ready: threading.Event,
     ) -> None:
         try:
             loop.run_until_complete(self._main(listeners, ready))
@@ -313,13 +339,13 @@ class EgressProxy:
             await self._refuse(client, conn, 400, "Bad Request", f"malformed request: {err}")
             return
         conn.method = head.method
+        target: AbsoluteTarget | None = None
         try:
             if head.method == "CONNECT":
                 host, port = parse_connect_target(head.target)
-                path = ""
             else:
                 target = parse_absolute_target(head.target)
-                host, port, path = target.host, target.port, target.path
+                host, port = target.host, target.port
         except HttpParseError as err:
             await self._refuse(client, conn, 400, "Bad Request", f"malformed request: {err}")
             return
@@ -336,12 +362,11 @@ class EgressProxy:
             await self._respond(client, simple_response(502, "Bad Gateway", body))
             return
         upstream.append(sock)
-        if head.method == "CONNECT":
+        if target is None:
             await loop.sock_sendall(client, ESTABLISHED)
             await self._tunnel(client, sock, conn, decision, extra)
         else:
-            request = origin_request(head, parse_absolute_target(head.target)) + extra
-            del path
+            request = origin_request(head, target) + extra
             await loop.sock_sendall(sock, request)
             conn.bytes_up += len(request)
             up = loop.create_task(self._pump(client, sock, conn, up=True))
@@ -368,7 +393,10 @@ class EgressProxy:
                         return bytes(buf[:split]), bytes(buf[split:])
                     if len(buf) >= MAX_HEAD:
                         await self._refuse(
-                            client, conn, 431, "Request Header Fields Too Large",
+                            client,
+                            conn,
+                            431,
+                            "Request Header Fields Too Large",
                             f"request head larger than {MAX_HEAD} bytes",
                         )
                         return None
@@ -448,56 +476,110 @@ class EgressProxy:
                 upstream.shutdown(socket.SHUT_WR)
                 return
         if looks_like_tls(first):
-            first = await self._check_client_hello(client, conn, decision, first)
-        elif decision.port == 443:
-            _deny(conn, "non-TLS traffic on port 443")
+            first, hello = await self._read_client_hello(client, conn, first)
+            reason = sni_denial(decision, hello.server_name)
+        else:
+            reason = plaintext_denial(decision)
+        if reason is not None:
+            _deny(conn, reason)
             raise _Denied
         await loop.sock_sendall(upstream, first)
         conn.bytes_up += len(first)
         await self._pump(client, upstream, conn, up=True)
 
-    async def _check_client_hello(
-        self, client: socket.socket, conn: _Conn, decision: Decision, data: bytes
-    ) -> bytes:
+    async def _read_client_hello(
+        self, client: socket.socket, conn: _Conn, data: bytes
+    ) -> tuple[bytes, ClientHello]:
+        """Read until `data` holds a whole ClientHello; deny the tunnel if it is not one."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.head_timeout):
                 while (hello := parse_client_hello(data)) is None:
                     chunk = await loop.sock_recv(client, BUFFER)
                     if not chunk or len(data) > 2 * MAX_CLIENT_HELLO:
-                        raise ClientHelloError("incomplete ClientHello")
+                        raise ClientHelloError("the client stopped mid-ClientHello")
                     data += chunk
-        except (ClientHelloError, TimeoutError) as err:
-            _deny(conn, f"not a valid TLS ClientHello ({err or 'timed out'})")
+        except ClientHelloError as err:
+            _deny(conn, f"not a valid TLS ClientHello ({err})")
             raise _Denied from err
-        sni = hello.server_name
-        if sni is None:
-            if decision.is_ip:
-                return data
-            _deny(conn, f"SNI missing: the TLS ClientHello names no server for {decision.host}")
-            raise _Denied
-        try:
-            sni_host = normalise_host(sni).name
-        except HostError:
-            sni_host = sni[:255]
-        if sni_host != decision.host:
-            _deny(conn, f"SNI mismatch: TLS server name {sni_host!r} is not {decision.host!r}")
-            raise _Denied
-        return data
+        except TimeoutError as err:
+            _deny(conn, "timed out waiting for the TLS ClientHello")
+            raise _Denied from err
+        return data, hello
 
     async def _pump(self, src: socket.socket, dst: socket.socket, conn: _Conn, *, up: bool) -> None:
+        """Copy `src` to `dst` until EOF, then half-close `dst`."""
+        if not await self._copy(src, dst, conn, up=up, until_bulk=True):
+            # A bulk flow: worth a pipe for splice(2) and a deep socket buffer.
+            # Capped, because a stalled bulk flow pins kernel memory that
+            # the sandbox's memory limit does not cover.
+            self._bulk_flows += 1
+            pipe = _open_pipe() if _HAVE_SPLICE else None
+            try:
+                if dst.family == socket.AF_UNIX:
+                    # The default (~200 KiB) makes the hop to the relay the bottleneck.
+                    with contextlib.suppress(OSError):
+                        dst.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BULK_SNDBUF)
+                if pipe is None:
+                    await self._copy(src, dst, conn, up=up, until_bulk=False)
+                else:
+                    await self._splice(src, dst, conn, pipe, up=up)
+            finally:
+                self._bulk_flows -= 1
+                if pipe is not None:
+                    os.close(pipe[0])
+                    os.close(pipe[1])
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    async def _copy(
+        self, src: socket.socket, dst: socket.socket, conn: _Conn, *, up: bool, until_bulk: bool
+    ) -> bool:
+        """Copy through user space; True at EOF, False when the flow turned out to be bulk."""
         loop = asyncio.get_running_loop()
         while True:
             data = await loop.sock_recv(src, BUFFER)
             if not data:
-                break
+                return True
             await loop.sock_sendall(dst, data)
             if up:
                 conn.bytes_up += len(data)
             else:
                 conn.bytes_down += len(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+            if until_bulk and len(data) >= BULK_CHUNK and self._bulk_flows < MAX_BULK_FLOWS:
+                return False
+
+    async def _splice(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        conn: _Conn,
+        pipe: tuple[int, int],
+        *,
+        up: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        rfd, wfd = pipe
+        sfd, dfd = src.fileno(), dst.fileno()
+        while True:
+            try:
+                n = os.splice(sfd, wfd, PIPE_SIZE, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                await _wait(loop, sfd, write=False)
+                continue
+            if n == 0:
+                return
+            while n > 0:
+                try:
+                    m = os.splice(rfd, dfd, n, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await _wait(loop, dfd, write=True)
+                    continue
+                n -= m
+                if up:
+                    conn.bytes_up += m
+                else:
+                    conn.bytes_down += m
 
     async def _join(self, up: asyncio.Task[None], down: asyncio.Task[None], *, grace: float) -> None:
         """Wait for both directions; after the server's side ends, give the client `grace`."""
@@ -543,6 +625,36 @@ class EgressProxy:
                     drained += len(chunk)
 
 
+async def _wait(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+    future: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await future
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+def _open_pipe() -> tuple[int, int] | None:
+    try:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # out of descriptors: keep copying through user space
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return rfd, wfd
+
+
 def _deny(conn: _Conn, reason: str) -> None:
     conn.verdict, conn.reason = "deny", reason
 
@@ -574,6 +686,3 @@ def _raise_open_file_limit(wanted: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-__all__ = ["EgressProxy", "RequestHead"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,9 @@ def _npm_registry() -> str:
 
 
 def latest_version(agent: AgentDef, timeout: float = 15.0) -> str:
-    import urllib.request  # loaded only when a lookup is due
+    # Loaded only when a lookup is due: `hutch run` start-up stays lean.
+    import urllib.parse
+    import urllib.request
 
     if agent.install == "pip":
         url = f"{PYPI_INDEX}/{urllib.parse.quote(agent.package)}/json"

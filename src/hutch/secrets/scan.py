@@ -129,62 +129,62 @@ def _check(pattern: str) -> None:
         raise bad("must not contain '.' or empty path components")
 
 
-class _NameSet:
-    """One set of fnmatch patterns, split so that the common shapes skip regex."""
-
-    __slots__ = ("_exact", "_prefixes", "_regex", "_suffixes")
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        exact: set[str] = set()
-        prefixes: list[str] = []
-        suffixes: list[str] = []
-        rest: list[str] = []
-        for pattern in patterns:
-            head, tail = pattern[:1], pattern[1:]
-            body, last = pattern[:-1], pattern[-1:]
-            if not _WILDCARDS.intersection(pattern):
-                exact.add(pattern)
-            elif head == "*" and not _WILDCARDS.intersection(tail):
-                suffixes.append(tail)
-            elif last == "*" and not _WILDCARDS.intersection(body):
-                prefixes.append(body)
-            else:
-                rest.append(pattern)
-        self._exact = frozenset(exact)
-        self._prefixes = tuple(prefixes)
-        self._suffixes = tuple(suffixes)
-        self._regex = re.compile("|".join(fnmatch.translate(p) for p in rest)) if rest else None
-
-    def hit(self, text: str) -> bool:
-        if text in self._exact:
-            return True
-        if self._suffixes and text.endswith(self._suffixes):
-            return True
-        if self._prefixes and text.startswith(self._prefixes):
-            return True
-        return self._regex is not None and self._regex.match(text) is not None
+_NEVER = re.compile(r"(?!)")
 
 
-class _Paths:
-    """Root-relative patterns. Most end in a literal name, which lets the basename
-    rule the pattern out before the regex runs."""
+def _compile(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex for a set of fnmatch patterns, anchored at both ends.
 
-    __slots__ = ("_gate", "_set")
+    The common shapes (exact names, `lit*`, `*lit`) are grouped so that the
+    regex engine tries a single `.*` for all suffixes, which is several times
+    faster than the alternation of fnmatch.translate's output per name.
+    """
+    exact: list[str] = []
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    alternatives: list[str] = []
+    for pattern in patterns:
+        head, tail = pattern[:1], pattern[1:]
+        body, last = pattern[:-1], pattern[-1:]
+        if not _WILDCARDS.intersection(pattern):
+            exact.append(re.escape(pattern))
+        elif head == "*" and not _WILDCARDS.intersection(tail):
+            suffixes.append(re.escape(tail))
+        elif last == "*" and not _WILDCARDS.intersection(body):
+            prefixes.append(re.escape(body))
+        else:
+            alternatives.append(fnmatch.translate(pattern))
+    if exact:
+        alternatives.append(f"(?:{'|'.join(exact)})\\Z")
+    if prefixes:
+        alternatives.append(f"(?s:(?:{'|'.join(prefixes)}).*)\\Z")
+    if suffixes:
+        alternatives.append(f"(?s:.*(?:{'|'.join(suffixes)}))\\Z")
+    return re.compile("|".join(alternatives)) if alternatives else _NEVER
 
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self._set = _NameSet(patterns)
-        lasts = [p.rsplit("/", 1)[1] for p in patterns]
-        gated = all(not _WILDCARDS.intersection(last) for last in lasts)
-        self._gate = frozenset(lasts) if gated else None
+
+class _Side:
+    """Basename and root-relative patterns for one kind of entry (files or dirs)."""
+
+    __slots__ = ("gate", "gate_all", "names", "paths")
+
+    def __init__(self, names: Sequence[str], paths: Sequence[str]) -> None:
+        self.names = _compile(names)
+        self.paths = _compile(paths)
+        # A root-relative pattern whose last component is a literal can only
+        # match an entry of that name, so the basename rules most paths out.
+        lasts = [p.rsplit("/", 1)[1] for p in paths]
+        self.gate = frozenset(lasts)
+        self.gate_all = any(_WILDCARDS.intersection(last) for last in lasts)
 
     def hit(self, name: str, rel: str) -> bool:
-        if self._gate is not None and name not in self._gate:
-            return False
-        return self._set.hit(rel)
+        if self.names.match(name) is not None:
+            return True
+        return (self.gate_all or name in self.gate) and self.paths.match(rel) is not None
 
 
 class _Matcher:
-    __slots__ = ("_dir_names", "_dir_paths", "_file_names", "_file_paths")
+    __slots__ = ("dirs", "files")
 
     def __init__(self, patterns: Sequence[str], *, plain_matches_dirs: bool) -> None:
         file_names: list[str] = []
@@ -199,45 +199,51 @@ class _Matcher:
                 (file_paths if anchored else file_names).append(stem)
             if dir_only or plain_matches_dirs:
                 (dir_paths if anchored else dir_names).append(stem)
-        self._file_names = _NameSet(file_names) if file_names else None
-        self._file_paths = _Paths(file_paths) if file_paths else None
-        self._dir_names = _NameSet(dir_names) if dir_names else None
-        self._dir_paths = _Paths(dir_paths) if dir_paths else None
-
-    def file(self, name: str, rel: str) -> bool:
-        return (self._file_names is not None and self._file_names.hit(name)) or (
-            self._file_paths is not None and self._file_paths.hit(name, rel)
-        )
-
-    def dir(self, name: str, rel: str) -> bool:
-        return (self._dir_names is not None and self._dir_names.hit(name)) or (
-            self._dir_paths is not None and self._dir_paths.hit(name, rel)
-        )
+        self.files = _Side(file_names, file_paths)
+        self.dirs = _Side(dir_names, dir_paths)
 
 
 class _Policy:
-    """mask = (user mask | (default mask - default unmask)) - user unmask."""
+    """masked = (user mask | (default mask - default unmask)) - user unmask.
+
+    ``files`` and ``dirs`` hold every mask pattern at once: a cheap first test
+    that rules out almost every entry before the full rule runs.
+    """
 
     def __init__(self, mask: Sequence[str], unmask: Sequence[str], use_defaults: bool) -> None:
+        defaults = DEFAULT_MASK_PATTERNS if use_defaults else ()
         self._user_mask = _Matcher(mask, plain_matches_dirs=True)
         self._user_unmask = _Matcher(unmask, plain_matches_dirs=True)
-        default_mask = DEFAULT_MASK_PATTERNS if use_defaults else ()
-        self._default_mask = _Matcher(default_mask, plain_matches_dirs=False)
+        self._default_mask = _Matcher(defaults, plain_matches_dirs=False)
         self._default_unmask = _Matcher(DEFAULT_UNMASK_PATTERNS, plain_matches_dirs=False)
+        either = _Matcher([*defaults, *mask], plain_matches_dirs=True)
+        self.files = either.files
+        self.dirs = either.dirs
 
     def file(self, name: str, rel: str) -> bool:
-        if self._default_mask.file(name, rel):
-            hit = self._user_mask.file(name, rel) or not self._default_unmask.file(name, rel)
-        else:
-            hit = self._user_mask.file(name, rel)
-        return hit and not self._user_unmask.file(name, rel)
+        return self._masked(
+            self._default_mask.files,
+            self._default_unmask.files,
+            self._user_mask.files,
+            self._user_unmask.files,
+            name,
+            rel,
+        )
 
     def dir(self, name: str, rel: str) -> bool:
-        if self._default_mask.dir(name, rel):
-            hit = self._user_mask.dir(name, rel) or not self._default_unmask.dir(name, rel)
-        else:
-            hit = self._user_mask.dir(name, rel)
-        return hit and not self._user_unmask.dir(name, rel)
+        return self._masked(
+            self._default_mask.dirs,
+            self._default_unmask.dirs,
+            self._user_mask.dirs,
+            self._user_unmask.dirs,
+            name,
+            rel,
+        )
+
+    @staticmethod
+    def _masked(dm: _Side, du: _Side, um: _Side, uu: _Side, name: str, rel: str) -> bool:
+        hit = um.hit(name, rel) or (dm.hit(name, rel) and not du.hit(name, rel))
+        return hit and not uu.hit(name, rel)
 
 
 def scan(
@@ -262,6 +268,11 @@ def scan(
     hardlinks: list[str] = []
     skipped: list[str] = []
 
+    # The loop runs once per entry of the project: the first, cheap test
+    # (could any mask match this name?) is inlined through local names.
+    file_names, file_gate, file_all = policy.files.names.match, policy.files.gate, policy.files.gate_all
+    dir_names, dir_gate, dir_all = policy.dirs.names.match, policy.dirs.gate, policy.dirs.gate_all
+
     # (relative prefix ending in "/" or "", absolute path, inside a .git dir,
     #  only looking for hard links)
     stack: list[tuple[str, str, bool, bool]] = [("", os.fspath(root), False, False)]
@@ -284,31 +295,32 @@ def scan(
         with entries:
             for entry in entries:
                 name = entry.name
-                rel = prefix + name
                 if entry.is_dir(follow_symlinks=False):
-                    if links_only:
+                    rel = prefix + name
+                    if links_only or (in_git and name == "objects"):
+                        # Object names are hashes, never secrets, and there can
+                        # be very many; but `git clone --local` hard-links them,
+                        # so they are still checked for links.
                         stack.append((rel + "/", entry.path, True, True))
-                    elif in_git and name == "objects":
-                        # Object names are hashes, never secrets, and there can be
-                        # very many; but `git clone --local` hard-links them, so
-                        # they are still checked for links.
-                        stack.append((rel + "/", entry.path, True, True))
-                    elif policy.dir(name, rel):
+                    elif (dir_all or name in dir_gate or dir_names(name) is not None) and policy.dir(
+                        name, rel
+                    ):
                         dirs.append(rel)
                     else:
                         stack.append((rel + "/", entry.path, in_git or name == ".git", False))
+                elif links_only:
+                    if entry.is_file(follow_symlinks=False) and _linked(entry):
+                        hardlinks.append(prefix + name)
                 elif entry.is_symlink():
-                    if not links_only and (policy.file(name, rel) or policy.dir(name, rel)):
+                    rel = prefix + name
+                    if policy.file(name, rel) or policy.dir(name, rel):
                         links.append(rel)
-                elif not links_only and policy.file(name, rel):
-                    files.append(rel)
-                elif entry.is_file(follow_symlinks=False):
-                    try:
-                        nlink = entry.stat(follow_symlinks=False).st_nlink
-                    except FileNotFoundError:
-                        continue
-                    if nlink > 1:
-                        hardlinks.append(rel)
+                elif (file_all or name in file_gate or file_names(name) is not None) and policy.file(
+                    name, prefix + name
+                ):
+                    files.append(prefix + name)
+                elif entry.is_file(follow_symlinks=False) and _linked(entry):
+                    hardlinks.append(prefix + name)
 
     return ScanResult(
         files=tuple(sorted(files)),
@@ -317,3 +329,10 @@ def scan(
         hardlinks=tuple(sorted(hardlinks)),
         skipped=tuple(sorted(skipped)),
     )
+
+
+def _linked(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.stat(follow_symlinks=False).st_nlink > 1
+    except FileNotFoundError:
+        return False

@@ -343,9 +343,7 @@ def snapshot(root: Path, uid: int) -> Snapshot:
     (``.git/objects`` excepted), link targets, and a SHA-256 of each file in
     the protected surface. ``uid`` is the user the sandbox runs as."""
     top = os.fspath(root)
-    fixed: dict[str, SurfaceKind] = {
-        p: ("hook" if p in _HOOK_PATHS else "autorun") for p in PROTECTED_PATHS
-    }
+    fixed: dict[str, SurfaceKind] = {p: ("hook" if p in _HOOK_PATHS else "autorun") for p in PROTECTED_PATHS}
     hooks = _hooks_path(top, ".git", "")
     if hooks is not None:
         fixed[hooks] = "hook"
@@ -403,9 +401,7 @@ def snapshot(root: Path, uid: int) -> Snapshot:
                 surface=kind,
             )
             if typ == "dir" and not (gitdir and name == "objects"):
-                stack.append(
-                    (rel + "/", entry.path, kind, vendored or name in _VENDORED, name == ".git")
-                )
+                stack.append((rel + "/", entry.path, kind, vendored or name in _VENDORED, name == ".git"))
     return Snapshot(root=top, uid=uid, entries=entries, skipped=tuple(sorted(skipped)))
 
 

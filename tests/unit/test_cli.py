@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from hutch.cli import main, split_argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "tail"),
+    [
+        ([], ["run"], ()),
+        (["--", "-p", "hi"], ["run"], ("-p", "hi")),
+        (["codex"], ["run", "codex"], ()),
+        (["-q", "build"], ["-q", "build"], ()),
+        (["--project", "/x", "exec", "--", "ls", "-la"], ["--project", "/x", "exec"], ("ls", "-la")),
+        (["--network", "open"], ["run", "--network", "open"], ()),
+        (["--version"], ["--version"], ()),
+    ],
+)
+def test_split_argv(argv: list[str], expected: list[str], tail: tuple[str, ...]) -> None:
+    assert split_argv(argv) == (expected, tail)
+
+
+def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["exec", "--network", "sideways", "--", "true"])
+    assert info.value.code == 2
+    assert "sideways" in capsys.readouterr().err
+
+
+def test_exec_without_command_is_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert main(["exec"]) == 2
+    assert "exec needs a command" in capsys.readouterr().err
+
+
+def test_bad_flag_value_is_config_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert main(["exec", "--memory", "lots", "--dry-run", "--", "true"]) == 3
+    err = capsys.readouterr().err
+    assert "--memory" in err and "Traceback" not in err

@@ -1,0 +1,219 @@
+"""Golden command lines: every security-relevant flag is pinned here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hutch.agents import BUILTIN
+from hutch.config import load_settings
+from hutch.config.load import Layer
+from hutch.engines.base import csv_field
+from hutch.engines.docker import Docker
+from hutch.errors import UsageError
+from hutch.paths import Dirs
+from hutch.plan import (
+    HostFacts,
+    Identity,
+    Masking,
+    build_run_plan,
+    parse_mount,
+    passwd_entries,
+    sandbox_user_name,
+)
+
+ENV = {"HOME": "/home/alice", "SECRET_TOKEN": "hunter2", "LANG": "C.UTF-8", "TERM": "xterm"}
+
+
+def facts(project: str, cwd: str | None = None, proxy: str | None = None) -> HostFacts:
+    return HostFacts(
+        project=project,
+        cwd=cwd or project,
+        home="/home/alice",
+        identity=Identity(1234, 4321, "alice"),
+        environ=ENV,
+        agent_home="/data/homes/claude",
+        cache_root="/data/caches",
+        identity_files=("/data/identity/passwd", "/data/identity/group"),
+        owner_pid=99,
+        hostname="box",
+        proxy_socket_dir=proxy,
+        empty_file="/data/empty/file",
+        empty_dir="/data/empty/dir",
+    )
+
+
+def settings(tmp_path: Path, toml: str = "", flags: Layer | None = None):  # type: ignore[no-untyped-def]
+    project = tmp_path / "proj"
+    project.mkdir(exist_ok=True)
+    (project / "hutch.toml").write_text(toml)
+    d = Dirs(tmp_path / "c", tmp_path / "d", tmp_path / "s", tmp_path / "k")
+    return load_settings(d, project, flags)
+
+
+def argv_for(tmp_path: Path, toml: str = "", **kw: object) -> list[str]:
+    s = settings(tmp_path, toml)
+    plan = build_run_plan(
+        s,
+        BUILTIN["claude"],
+        facts("/src/my proj", **kw),  # type: ignore[arg-type]
+        "hutch-claude:abc",
+        "s1",
+        ("claude", "--dangerously-skip-permissions"),
+        interactive=True,
+        tty=False,
+    )
+    return Docker().run_argv(plan)
+
+
+def test_golden_security_flags(tmp_path: Path) -> None:
+    argv = argv_for(tmp_path)
+    joined = " ".join(argv)
+    assert argv[:7] == ["docker", "run", "--rm", "--pull", "never", "--name", "hutch-my-proj-s1"]
+    assert "--user 1234:4321" in joined
+    assert "--cap-drop ALL" in joined
+    assert "--security-opt no-new-privileges" in joined
+    assert "--init" in argv
+    assert "--network none" in joined
+    assert "--memory 8g" in joined and "--pids-limit 4096" in joined and "--cpus" in argv
+    assert "--privileged" not in joined and "--cap-add" not in joined
+    assert "docker.sock" not in joined
+    for flag in ("--pid", "--ipc", "--uts", "--userns"):
+        assert flag not in argv
+    assert "--tty" not in argv and "--interactive" in argv
+    assert argv[-3:] == ["hutch-claude:abc", "claude", "--dangerously-skip-permissions"]
+
+
+def test_golden_mounts(tmp_path: Path) -> None:
+    argv = argv_for(tmp_path)
+    mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--mount"]
+    assert mounts == [
+        "type=bind,source=/src/my proj,target=/src/my proj",
+        "type=bind,source=/data/homes/claude,target=/home/hutch",
+        "type=bind,source=/data/identity/passwd,target=/etc/passwd,readonly",
+        "type=bind,source=/data/identity/group,target=/etc/group,readonly",
+    ]
+
+
+def test_workspace_workdir_and_cwd(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[sandbox]\nworkdir = "/workspace"\n')
+    plan = build_run_plan(
+        s, BUILTIN["claude"], facts("/src/p", cwd="/src/p/a/b"), "img", "s", ("true",), True, False
+    )
+    assert plan.workdir == "/workspace/a/b"
+    assert plan.mounts[0].source == "/src/p" and plan.mounts[0].target == "/workspace"
+    host = build_run_plan(
+        settings(tmp_path), BUILTIN["claude"], facts("/src/p", cwd="/src/p/a"), "img", "s", ("true",),
+        True, False,
+    )  # fmt: skip
+    assert host.workdir == "/src/p/a"
+
+
+def test_odd_project_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    odd = "/src/a,b:c=d\"e"
+    plan = build_run_plan(s, BUILTIN["claude"], facts(odd), "img", "s", ("true",), True, False)
+    arg = Docker().mount_arg(plan.mounts[0])
+    assert arg == 'type=bind,"source=/src/a,b:c=d""e","target=/src/a,b:c=d""e"'
+    assert csv_field("plain") == "plain"
+    assert csv_field("a\nb") == '"a\nb"'
+
+
+def test_secret_env_values_never_in_argv(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[sandbox]\nenv = ["SECRET_TOKEN", "LANG", "LITERAL=value1", "MISSING"]\n')
+    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "img", "s", ("true",), True, False)
+    docker = Docker()
+    argv = docker.run_argv(plan)
+    assert "hunter2" not in " ".join(argv)
+    assert "value1" not in " ".join(argv)
+    assert argv[argv.index("SECRET_TOKEN") - 1] == "--env"
+    env = docker.client_env(plan, {"PATH": "/bin"})
+    assert env["SECRET_TOKEN"] == "hunter2" and env["LITERAL"] == "value1"
+    assert plan.notes == ("MISSING is not set on the host; not passed",)
+
+
+def test_unnamed_host_env_never_passed(tmp_path: Path) -> None:
+    plan = build_run_plan(settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    names = {v.name for v in plan.env}
+    assert "SECRET_TOKEN" not in names and "LANG" not in names
+    assert names >= {"HOME", "USER", "HUTCH_SESSION", "IS_SANDBOX"}
+
+
+def test_open_network_and_proxy_env(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[network]\nmode = "open"\n')
+    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    assert plan.network == "bridge"
+    allow = settings(tmp_path)
+    plan = build_run_plan(allow, BUILTIN["claude"], facts("/p", proxy="/run/x"), "i", "s", ("x",), True, False)
+    assert plan.network == "none"
+    env = {v.name: v.value for v in plan.env}
+    assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128" and env["no_proxy"].startswith("localhost")
+    assert any(m.source == "/run/x" and m.target == "/run/hutch" for m in plan.mounts)
+
+
+def test_masking_mounts_are_readonly(tmp_path: Path) -> None:
+    masking = Masking(files=(".env",), dirs=(".ssh",), readonly=(".git/hooks",))
+    plan = build_run_plan(
+        settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False, masking
+    )
+    by_target = {m.target: m for m in plan.mounts}
+    assert by_target["/p/.env"].source == "/data/empty/file" and by_target["/p/.env"].readonly
+    assert by_target["/p/.ssh"].source == "/data/empty/dir" and by_target["/p/.ssh"].readonly
+    assert by_target["/p/.git/hooks"].source == "/p/.git/hooks" and by_target["/p/.git/hooks"].readonly
+    # Nested binds come after the project mount, or they would be hidden by it.
+    assert plan.mounts[0].target == "/p"
+
+
+def test_host_auth_mounts_agent_state(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[sandbox]\nauth = "host"\n')
+    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    targets = {m.target: m.source for m in plan.mounts}
+    assert targets["/home/hutch/.claude"] == "/home/alice/.claude"
+    assert targets["/home/hutch/.claude.json"] == "/home/alice/.claude.json"
+    isolated = build_run_plan(settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    assert not any(m.source.startswith("/home/alice") for m in isolated.mounts)
+
+
+@pytest.mark.parametrize(
+    ("spec", "source", "target", "ro"),
+    [
+        ("~/data:/data:ro", "/home/alice/data", "/data", True),
+        ("rel/dir:/mnt/x", "/p/rel/dir", "/mnt/x", False),
+        ("/a:b/c:/mnt:rw", "/a:b/c", "/mnt", False),
+    ],
+)
+def test_parse_mount(spec: str, source: str, target: str, ro: bool) -> None:
+    m = parse_mount(spec, "/p", "/home/alice")
+    assert (m.source, m.target, m.readonly) == (source, target, ro)
+
+
+@pytest.mark.parametrize("spec", ["/a", "/a:relative", "/a:/", "/a:/etc/shadow", "/a:/proc/x", "/a:/run/hutch"])
+def test_parse_mount_rejects(spec: str) -> None:
+    with pytest.raises(UsageError):
+        parse_mount(spec, "/p", "/home/alice")
+
+
+def test_engine_socket_mount_refused(tmp_path: Path) -> None:
+    s = settings(tmp_path, '[sandbox]\nmounts = ["/var/run/docker.sock:/sock"]\n')
+    with pytest.raises(UsageError, match="engine socket"):
+        build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+
+
+def test_passwd_entries() -> None:
+    passwd, group = passwd_entries(Identity(1234, 4321, "alice"))
+    assert "alice:x:1234:4321:hutch sandbox user:/home/hutch:/bin/bash" in passwd.splitlines()
+    assert "alice:x:4321:" in group.splitlines()
+    assert passwd.startswith("root:x:0:0:")
+    root_passwd, _ = passwd_entries(Identity(0, 0, "root"))
+    assert root_passwd.splitlines()[0] == "root:x:0:0:hutch sandbox user:/home/hutch:/bin/bash"
+    assert sum(line.startswith("root:") for line in root_passwd.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "uid", "expected"),
+    [("alice", 1000, "alice"), ("", 1234, "hutch"), ("bad name", 5, "hutch"), ("x", 0, "root"),
+     ("nobody", 7, "hutch")],
+)  # fmt: skip
+def test_sandbox_user_name(name: str, uid: int, expected: str) -> None:
+    assert sandbox_user_name(name, uid) == expected
