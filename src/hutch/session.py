@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import shlex
 import sys
 import time
@@ -18,9 +17,8 @@ from hutch.agents import resolve as resolve_agent
 from hutch.config import Settings
 from hutch.engines.base import Engine, host_name
 from hutch.errors import ConfigError, SetupFailed, UsageError
-from hutch.image.build import build
 from hutch.image.recipe import Recipe, render
-from hutch.image.versions import LookupFailed, Pins, latest_version
+from hutch.image.versions import Pins
 from hutch.paths import Dirs
 from hutch.plan import (
     HostFacts,
@@ -92,6 +90,8 @@ def agent_version(ws: Workspace, agent: AgentDef, refresh: bool = False) -> str:
     pin = ws.pins.get(agent.name)
     if pin is not None and not refresh:
         return pin.version
+    from hutch.image.versions import LookupFailed, latest_version
+
     try:
         version = latest_version(agent)
     except LookupFailed as err:
@@ -132,6 +132,8 @@ def ensure_image(
         if ws.engine.image_id(recipe.tag):
             _touch(marker)
             return False
+    from hutch.image.build import build
+
     build(ws.engine, recipe, ws.dirs.state / "builds", no_cache=no_cache, quiet=ws.quiet)
     _touch(marker)
     return True
@@ -250,7 +252,7 @@ def _prepare_host_auth(ws: Workspace, agent: AgentDef) -> None:
 
 
 def new_session_id() -> str:
-    return secrets.token_hex(4)
+    return os.urandom(4).hex()
 
 
 def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:

@@ -145,7 +145,9 @@ def test_open_network_and_proxy_env(tmp_path: Path) -> None:
     plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
     assert plan.network == "bridge"
     allow = settings(tmp_path)
-    plan = build_run_plan(allow, BUILTIN["claude"], facts("/p", proxy="/run/x"), "i", "s", ("x",), True, False)
+    plan = build_run_plan(
+        allow, BUILTIN["claude"], facts("/p", proxy="/run/x"), "i", "s", ("x",), True, False
+    )
     assert plan.network == "none"
     env = {v.name: v.value for v in plan.env}
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128" and env["no_proxy"].startswith("localhost")
@@ -171,7 +173,9 @@ def test_host_auth_mounts_agent_state(tmp_path: Path) -> None:
     targets = {m.target: m.source for m in plan.mounts}
     assert targets["/home/hutch/.claude"] == "/home/alice/.claude"
     assert targets["/home/hutch/.claude.json"] == "/home/alice/.claude.json"
-    isolated = build_run_plan(settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    isolated = build_run_plan(
+        settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False
+    )
     assert not any(m.source.startswith("/home/alice") for m in isolated.mounts)
 
 
@@ -188,7 +192,9 @@ def test_parse_mount(spec: str, source: str, target: str, ro: bool) -> None:
     assert (m.source, m.target, m.readonly) == (source, target, ro)
 
 
-@pytest.mark.parametrize("spec", ["/a", "/a:relative", "/a:/", "/a:/etc/shadow", "/a:/proc/x", "/a:/run/hutch"])
+@pytest.mark.parametrize(
+    "spec", ["/a", "/a:relative", "/a:/", "/a:/etc/shadow", "/a:/proc/x", "/a:/run/hutch"]
+)
 def test_parse_mount_rejects(spec: str) -> None:
     with pytest.raises(UsageError):
         parse_mount(spec, "/p", "/home/alice")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ class Merged:
 
 
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    import difflib
+
     close = difflib.get_close_matches(key, known, n=1)
     hint = f'did you mean "{close[0]}"?' if close else f"known keys: {', '.join(sorted(known))}"
     return ConfigError(f"{where}: unknown key {key}", hint)

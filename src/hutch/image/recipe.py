@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from hutch.agents import AgentDef
 
@@ -60,7 +60,7 @@ class Recipe:
 
 
 def entrypoint_script() -> bytes:
-    return resources.files("hutch.image").joinpath("entrypoint.sh").read_bytes()
+    return (Path(__file__).parent / "entrypoint.sh").read_bytes()
 
 
 def _words(items: tuple[str, ...]) -> str:

@@ -268,10 +268,10 @@ def scan(
     hardlinks: list[str] = []
     skipped: list[str] = []
 
-    # The loop runs once per entry of the project: the first, cheap test
-    # (could any mask match this name?) is inlined through local names.
-    file_names, file_gate, file_all = policy.files.names.match, policy.files.gate, policy.files.gate_all
-    dir_names, dir_gate, dir_all = policy.dirs.names.match, policy.dirs.gate, policy.dirs.gate_all
+    # The first, cheap test (could any mask match this name?) runs once per
+    # entry of the project, so it goes through local names.
+    f_match, f_gate, f_all = policy.files.names.match, policy.files.gate, policy.files.gate_all
+    d_match, d_gate, d_all = policy.dirs.names.match, policy.dirs.gate, policy.dirs.gate_all
 
     # (relative prefix ending in "/" or "", absolute path, inside a .git dir,
     #  only looking for hard links)
@@ -302,9 +302,7 @@ def scan(
                         # be very many; but `git clone --local` hard-links them,
                         # so they are still checked for links.
                         stack.append((rel + "/", entry.path, True, True))
-                    elif (dir_all or name in dir_gate or dir_names(name) is not None) and policy.dir(
-                        name, rel
-                    ):
+                    elif (d_all or name in d_gate or d_match(name)) and policy.dir(name, rel):
                         dirs.append(rel)
                     else:
                         stack.append((rel + "/", entry.path, in_git or name == ".git", False))
@@ -315,9 +313,7 @@ def scan(
                     rel = prefix + name
                     if policy.file(name, rel) or policy.dir(name, rel):
                         links.append(rel)
-                elif (file_all or name in file_gate or file_names(name) is not None) and policy.file(
-                    name, prefix + name
-                ):
+                elif (f_all or name in f_gate or f_match(name)) and policy.file(name, prefix + name):
                     files.append(prefix + name)
                 elif entry.is_file(follow_symlinks=False) and _linked(entry):
                     hardlinks.append(prefix + name)

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple, TypeVar
 
 PROTECTED_PATHS: tuple[str, ...] = (
     # Git runs these on the host: hooks on commit/checkout/merge, and config
@@ -73,7 +73,7 @@ _FORMAT = "hutch-surface-snapshot"
 _VERSION = 1
 
 EntryType = Literal["file", "dir", "link", "other"]
-_ENTRY_TYPES: frozenset[str] = frozenset({"file", "dir", "link", "other"})
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------
@@ -196,10 +196,8 @@ def _git_config(path: str, section: str, key: str) -> str | None:
     A small reader, not git's: it ignores `include` and `includeIf`, and a
     value continued over several lines. Section and key match case-insensitively.
     """
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+    text = _read_regular(path, limit=1 << 20)
+    if text is None:
         return None
     current: str | None = None
     value: str | None = None
@@ -217,6 +215,19 @@ def _git_config(path: str, section: str, key: str) -> str | None:
         if current == section and name.strip().lower() == key:
             value = _git_value(val) if eq else "true"
     return value
+
+
+def _read_regular(path: str, limit: int) -> str | None:
+    """Up to ``limit`` bytes of a regular file; None for anything else. A FIFO
+    planted where a config belongs must not hang hutch."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(limit).decode("utf-8", errors="surrogateescape")
 
 
 def _git_value(raw: str) -> str:
@@ -241,10 +252,13 @@ def _git_value(raw: str) -> str:
 # Snapshots
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One path's dangerous metadata. ``sha256`` only for surface files,
-    ``target`` only for links, ``surface`` says which surface the path is in."""
+    ``target`` only for links, ``surface`` says which surface the path is in.
+
+    A NamedTuple rather than a dataclass: a project can hold a few hundred
+    thousand paths, and a frozen dataclass costs five times as much to build.
+    """
 
     type: EntryType
     mode: int
@@ -254,6 +268,10 @@ class Entry:
     sha256: str | None = None
     target: str | None = None
     surface: SurfaceKind | None = None
+
+
+_TYPE_CODES: dict[str, EntryType] = {"f": "file", "d": "dir", "l": "link", "o": "other"}
+_CODE_OF: dict[str, str] = {v: k for k, v in _TYPE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -267,23 +285,31 @@ class Snapshot:
     skipped: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        rows = [
-            [path, e.type, e.mode, e.uid, e.size, e.mtime_ns, e.sha256, e.target, e.surface]
-            for path, e in sorted(self.entries.items())
-        ]
+        """A compact, column-wise JSON document (a list per field, the rare
+        fields as [index, value] pairs), several times faster to write and read
+        than one object per path."""
+        paths = sorted(self.entries)
+        rows = [self.entries[p] for p in paths]
+        sparse = {
+            field: [[i, getattr(e, field)] for i, e in enumerate(rows) if getattr(e, field) is not None]
+            for field in ("sha256", "target", "surface")
+        }
+        doc = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "root": self.root,
+            "uid": self.uid,
+            "skipped": list(self.skipped),
+            "paths": paths,
+            "types": "".join(_CODE_OF[e.type] for e in rows),
+            "modes": [e.mode for e in rows],
+            "uids": [e.uid for e in rows],
+            "sizes": [e.size for e in rows],
+            "mtimes": [e.mtime_ns for e in rows],
+            **sparse,
+        }
         # ensure_ascii keeps undecodable file names (lone surrogates) round-tripping.
-        return json.dumps(
-            {
-                "format": _FORMAT,
-                "version": _VERSION,
-                "root": self.root,
-                "uid": self.uid,
-                "skipped": list(self.skipped),
-                "entries": rows,
-            },
-            ensure_ascii=True,
-            separators=(",", ":"),
-        )
+        return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
@@ -293,33 +319,50 @@ class Snapshot:
             raise ValueError("not a hutch surface snapshot")
         if data.get("version") != _VERSION:
             raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
-        rows = data.get("entries")
-        skipped = data.get("skipped")
-        if not isinstance(rows, list) or not isinstance(skipped, list):
-            raise ValueError("snapshot lacks 'entries' or 'skipped'")
-        entries: dict[str, Entry] = {}
-        for row in rows:
-            if not isinstance(row, list) or len(row) != 9:
-                raise ValueError(f"bad snapshot entry {row!r}")
-            path, typ, mode, uid, size, mtime, sha, target, surface = row
-            if typ not in _ENTRY_TYPES or surface not in (None, "hook", "autorun"):
-                raise ValueError(f"bad snapshot entry {row!r}")
-            entries[_str(path)] = Entry(
-                type=typ,
-                mode=_int(mode),
-                uid=_int(uid),
-                size=_int(size),
-                mtime_ns=_int(mtime),
-                sha256=_opt_str(sha),
-                target=_opt_str(target),
-                surface=surface,
-            )
+        paths = _column(data, "paths", str)
+        types = data.get("types")
+        if not isinstance(types, str) or not set(types) <= _TYPE_CODES.keys():
+            raise ValueError("snapshot field 'types' is malformed")
+        columns = [_column(data, name, int) for name in ("modes", "uids", "sizes", "mtimes")]
+        if any(len(c) != len(paths) for c in [types, *columns]):
+            raise ValueError("snapshot columns differ in length")
+        rows = [Entry(_TYPE_CODES[t], m, u, s, mt) for t, m, u, s, mt in zip(types, *columns, strict=True)]
+        for i, sha in _pairs(data, "sha256", len(rows)):
+            rows[i] = rows[i]._replace(sha256=_str(sha))
+        for i, target in _pairs(data, "target", len(rows)):
+            rows[i] = rows[i]._replace(target=_str(target))
+        for i, kind in _pairs(data, "surface", len(rows)):
+            if kind not in ("hook", "autorun"):
+                raise ValueError(f"snapshot surface kind {kind!r} is unknown")
+            rows[i] = rows[i]._replace(surface=kind)
         return cls(
             root=_str(data.get("root")),
             uid=_int(data.get("uid")),
-            entries=entries,
-            skipped=tuple(_str(s) for s in skipped),
+            entries=dict(zip(paths, rows, strict=True)),
+            skipped=tuple(_column(data, "skipped", str)),
         )
+
+
+def _column(data: dict[str, object], name: str, kind: type[_T]) -> list[_T]:
+    column = data.get(name)
+    # bool is an int subclass; `type(...) is` keeps true/false out of int columns.
+    if not isinstance(column, list) or not all(type(v) is kind for v in column):
+        raise ValueError(f"snapshot field {name!r} is malformed")
+    return column
+
+
+def _pairs(data: dict[str, object], name: str, size: int) -> list[tuple[int, object]]:
+    pairs = data.get(name)
+    if not isinstance(pairs, list):
+        raise ValueError(f"snapshot field {name!r} is malformed")
+    out: list[tuple[int, object]] = []
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2 or type(pair[0]) is not int:
+            raise ValueError(f"snapshot field {name!r} is malformed")
+        if not 0 <= pair[0] < size:
+            raise ValueError(f"snapshot field {name!r} is malformed")
+        out.append((pair[0], pair[1]))
+    return out
 
 
 def _int(value: object) -> int:
@@ -332,10 +375,6 @@ def _str(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string in snapshot, got {value!r}")
     return value
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else _str(value)
 
 
 def snapshot(root: Path, uid: int) -> Snapshot:
@@ -389,7 +428,7 @@ def snapshot(root: Path, uid: int) -> Snapshot:
                     # planted config.
                     kind = "autorun"
             sha = _sha256(entry.path) if kind is not None and typ == "file" else None
-            target = os.readlink(entry.path) if typ == "link" else None
+            target = _readlink(entry.path) if typ == "link" else None
             entries[rel] = Entry(
                 type=typ,
                 mode=stat.S_IMODE(st.st_mode),
@@ -410,6 +449,14 @@ def _bare_shaped(listing: list[os.DirEntry[str]]) -> bool:
     A planted one is run by any git-aware shell prompt that enters it."""
     kinds = {e.name: e.is_dir(follow_symlinks=False) for e in listing}
     return kinds.get("HEAD") is False and bool(kinds.get("objects")) and bool(kinds.get("refs"))
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        # Gone or no longer a link since the lstat.
+        return None
 
 
 def _type(mode: int) -> EntryType:
