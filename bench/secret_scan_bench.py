@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hutch.secrets.scan import scan
+from hutch.secrets.surface import snapshot
 
 TARGET_S = 1.0
 SECRETS = (
@@ -114,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         linked = run_find("-links", "+1")
         result = scan(root)
         # Interleaved, so that drift in machine load hits every side alike.
-        times: dict[str, list[float]] = {"scan": [], "find": [], "find_links": []}
+        times: dict[str, list[float]] = {"scan": [], "find": [], "find_links": [], "snapshot": []}
         for _ in range(args.runs):
             times["scan"].append(timed(lambda: scan(root)))
             times["find"].append(timed(run_find))
             times["find_links"].append(timed(lambda: run_find("-links", "+1")))
+            # Not part of the target: the other walk hutch makes before launch.
+            times["snapshot"].append(timed(lambda: snapshot(root, os.getuid())))
 
     median = {side: statistics.median(runs) for side, runs in times.items()}
     correct = (
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'find -type f':18}{median['find'] * 1000:>7.1f}ms  {found} files")
     print(f"{'find ... -links +1':18}{median['find_links'] * 1000:>7.1f}ms  {linked} hard links")
+    print(f"{'surface snapshot()':18}{median['snapshot'] * 1000:>7.1f}ms  (info: lstat of every path)")
     print(
         f"ratio scan/find: {median['scan'] / median['find']:.2f}x   "
         f"scan/find-links: {median['scan'] / median['find_links']:.2f}x"

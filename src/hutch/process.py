@@ -80,6 +80,7 @@ def foreground(
     own_group: bool,
     on_signal: Callable[[int], None],
     grace: float = 10.0,
+    on_started: Callable[[], None] | None = None,
 ) -> tuple[int, int | None]:
     """Run a session in the foreground, forwarding termination signals.
 
@@ -94,6 +95,15 @@ def foreground(
         env=dict(env) if env is not None else None,
         process_group=0 if own_group else None,
     )
+    if on_started is not None:
+        try:
+            on_started()
+        except BaseException:
+            # Nothing may run without what on_started sets up (the egress proxy).
+            proc.kill()
+            proc.wait()
+            on_signal(signal.SIGKILL)
+            raise
     received: list[int] = []
     cleaned = False
     status = 0

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -29,6 +30,9 @@ from hutch.plan import (
     sandbox_user_name,
 )
 
+if TYPE_CHECKING:
+    from hutch.egress.session import SessionEgress
+
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 
@@ -44,6 +48,10 @@ class Workspace:
     def say(self, message: str) -> None:
         if not self.quiet:
             print(f"hutch: {message}", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        # Security-relevant news is printed even with -q.
+        print(f"hutch: warning: {message}", file=sys.stderr, flush=True)
 
     def agent(self, name: str | None) -> AgentDef:
         return resolve_agent(name or self.settings.agent, self.settings.custom_agents)
@@ -326,7 +334,9 @@ def reap_stale(ws: Workspace) -> list[str]:
     return names
 
 
-def launch(ws: Workspace, plan: RunPlan, recipe: Recipe) -> int:
+def launch(
+    ws: Workspace, plan: RunPlan, recipe: Recipe, egress: SessionEgress | None = None
+) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
     engine = ws.engine
     reap_stale(ws)
@@ -340,13 +350,22 @@ def launch(ws: Workspace, plan: RunPlan, recipe: Recipe) -> int:
             cleaned.append(True)
             engine.remove([plan.name])
 
+    # The proxy starts while the engine creates the container: the relay inside
+    # connects to its socket only when the first connection is made.
+    started = egress.start if egress is not None else None
     try:
-        status, signum = process.foreground(engine.run_argv(plan), env, own_group, cleanup)
+        status, signum = process.foreground(
+            engine.run_argv(plan), env, own_group, cleanup, on_started=started
+        )
         if status == 125 and signum is None and not engine.image_id(plan.image):
             # The image went away behind hutch's back (pruned): build it and retry once.
             forget_image(ws, recipe)
             ensure_image(ws, recipe)
-            status, signum = process.foreground(engine.run_argv(plan), env, own_group, cleanup)
+            if egress is not None:
+                egress.finish()
+            status, signum = process.foreground(
+                engine.run_argv(plan), env, own_group, cleanup, on_started=started
+            )
     except FileNotFoundError as err:
         raise SetupFailed(
             f"{engine.binary} is not installed (not found on PATH)", engine.install_hint

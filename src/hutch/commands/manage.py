@@ -122,10 +122,63 @@ def gc(ws: Workspace) -> int:
 
 
 def audit(ws: Workspace, session_id: str | None, as_json: bool) -> int:
-    raise HutchError(
-        "no audit records yet: egress logging arrives with the filtering proxy",
-        "see `hutch ps` for running sessions",
-    )
+    import json
+
+    from hutch.egress.audit import AuditReadError, format_summary, read_events, summarise
+    from hutch.egress.session import audit_path
+    from hutch.guard import audit_dir
+
+    directory = audit_dir(ws.dirs.state)
+    if session_id is None:
+        # The newest session of this project.
+        records = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in records:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("project") == str(ws.project):
+                session_id = str(data.get("session"))
+                break
+        else:
+            raise HutchError(
+                f"no finished session recorded for {ws.project}",
+                "run `hutch` (or `hutch exec`) first; name a session with `hutch audit SESSION`",
+            )
+    record_path = directory / f"{session_id}.json"
+    egress_path = audit_path(ws.dirs.state, session_id)
+    if not record_path.exists() and not egress_path.exists():
+        raise HutchError(f"no audit record for session {session_id!r}", "`hutch ps` lists sessions")
+    record: dict[str, object] = {}
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+    try:
+        events = read_events(egress_path) if egress_path.exists() else []
+    except AuditReadError as err:
+        raise HutchError(str(err), "the audit file is damaged; it is plain JSON lines") from err
+    if as_json:
+        record["connections"] = [e.__dict__ for e in events]
+        print(json.dumps(record, indent=1))
+        return 0
+    summary = summarise(events)
+    print(f"session {session_id}  project {record.get('project', '?')}  agent {record.get('agent', '?')}")
+    changes = record.get("changes") or []
+    assert isinstance(changes, list)
+    if changes:
+        print(f"\nChanged host-executed files ({len(changes)}):")
+        for change in changes:
+            print(f"  {change['kind']:<14} {change['path']}  {change['detail']}")
+    print()
+    print(format_summary(summary), end="")
+    for key, title in (("masked_files", "Masked files"), ("masked_dirs", "Masked directories"),
+                       ("readonly", "Read-only inside")):  # fmt: skip
+        items = record.get(key) or []
+        assert isinstance(items, list)
+        if items:
+            print(f"\n{title} ({len(items)}):")
+            for item in items:
+                print(f"  {item}")
+    return 0
 
 
 def config_show(ws: Workspace) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
 from hutch import session
-from hutch.plan import Masking, build_run_plan
+from hutch.plan import build_run_plan
 from hutch.session import Workspace
 
 
@@ -15,14 +16,16 @@ class RunRequest:
     agent: str | None
     command: tuple[str, ...]  # empty: the agent itself
     user_args: tuple[str, ...]
-    interactive: bool | None  # None: decide from the terminal
-    tty: bool | None
+    interactive: bool | None  # None: attach stdin
+    tty: bool | None  # None: when attached to a terminal
     dry_run: bool
     force: bool
     no_mask: bool
 
 
 def execute(ws: Workspace, request: RunRequest) -> int:
+    from hutch import guard
+
     agent = ws.agent(request.agent)
     session.check_project(ws, request.force)
     recipe = session.recipe_for(ws, agent)
@@ -34,20 +37,56 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     else:
         command = (agent.command, *agent.run_args, *request.user_args)
     session_id = session.new_session_id()
-    masking = Masking()
+    uid = os.getuid()
+    checks = guard.prepare(
+        ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask
+    )
+    for warning in checks.warnings:
+        ws.warn(warning)
+    egress = None
+    if ws.settings.network_mode == "allowlist":
+        from hutch.egress.session import SessionEgress
+
+        egress = SessionEgress.prepare(ws, agent, session_id)
     if request.dry_run:
-        facts = session.host_facts(ws, agent)
+        facts = session.host_facts(ws, agent, egress.socket_dir if egress else None)
         plan = build_run_plan(
-            ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty, masking
-        )
+            ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,
+            checks.masking,
+        )  # fmt: skip
         print(session.format_argv(ws.engine.run_argv(plan)))
+        if egress is not None:
+            egress.discard()
         return 0
     session.ensure_image(ws, recipe)
-    facts = session.host_facts(ws, agent)
+    facts = session.host_facts(ws, agent, egress.socket_dir if egress else None)
     plan = build_run_plan(
-        ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty, masking
-    )
+        ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,
+        checks.masking,
+    )  # fmt: skip
     for note in plan.notes:
         ws.say(note)
-    ws.say(session.describe(plan, masking, len(ws.settings.allow) + len(agent.allow)))
-    return session.launch(ws, plan, recipe)
+    allow_count = egress.allow_count if egress is not None else 0
+    ws.say(session.describe(plan, checks.masking, allow_count))
+    status = 1
+    try:
+        status = session.launch(ws, plan, recipe, egress)
+    finally:
+        changes = guard.after(ws.project, uid, checks)
+        guard.write_record(
+            ws.dirs.state, session_id, ws.project, agent.name, checks, changes, status
+        )
+        if changes:
+            ws.warn(
+                "the session changed files that the host may run later:\n"
+                + guard.describe_changes(changes)
+                + f"\n  review them; `hutch audit {session_id}` keeps the list"
+            )
+        if egress is not None:
+            denied = egress.finish()
+            if denied:
+                ws.warn(
+                    f"{denied} connection(s) were denied; `hutch audit {session_id}` "
+                    "lists them and what would allow them"
+                )
+    return status

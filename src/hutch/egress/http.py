@@ -55,6 +55,18 @@ class AbsoluteTarget:
         return host if self.port == 80 else f"{host}:{self.port}"
 
 
+def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """The offset just past the blank line that ends a head, or -1 if there is none yet.
+
+    A bare `\n\n` also ends it, so that a client using bare LF gets its 400 at
+    once instead of waiting for a terminator that never comes.
+    """
+    ends = [
+        index + len(mark) for mark in (HEAD_END, b"\n\n") if (index := buf.find(mark, max(0, start))) >= 0
+    ]
+    return min(ends, default=-1)
+
+
 def parse_request_head(data: bytes) -> RequestHead:
     """Parse a request line and headers; `data` may include the blank line that ends them."""
     if len(data) > MAX_HEAD:

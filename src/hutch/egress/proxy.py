@@ -28,6 +28,7 @@ from hutch.egress.http import (
     MAX_HEAD,
     AbsoluteTarget,
     HttpParseError,
+    find_head_end,
     origin_request,
     parse_absolute_target,
     parse_connect_target,
@@ -387,9 +388,8 @@ class EgressProxy:
                         return None
                     start = max(0, len(buf) - len(HEAD_END) + 1)
                     buf += chunk
-                    end = buf.find(HEAD_END, start)
-                    if end >= 0 and end + len(HEAD_END) <= MAX_HEAD:
-                        split = end + len(HEAD_END)
+                    split = find_head_end(buf, start)
+                    if 0 <= split <= MAX_HEAD:
                         return bytes(buf[:split]), bytes(buf[split:])
                     if len(buf) >= MAX_HEAD:
                         await self._refuse(

@@ -91,6 +91,9 @@ class ScanResult:
     ``hardlinks``: unmasked regular files with more than one link: writing them
     inside the sandbox writes a file outside the project too.
     ``skipped``: directories that could not be read, so were not checked.
+
+    Names the file system could not decode carry surrogate escapes, as
+    os.scandir gives them; ``os.fsencode`` turns them back into the bytes.
     """
 
     files: tuple[str, ...]
@@ -256,6 +259,9 @@ def scan(
     """Walk ``root`` without following symlinks and return what to mask.
 
     Git-ignored files are included on purpose: that is where secrets live.
+    ``.git`` is walked too, except any ``objects`` dir inside it, whose hashed
+    names are never secret: that one is only checked for hard links (a
+    ``git clone --local`` shares its objects with the source repository).
     Raises ValueError for an invalid pattern, OSError if ``root`` cannot be read.
     """
     check_patterns(mask)

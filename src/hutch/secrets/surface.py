@@ -84,10 +84,12 @@ _T = TypeVar("_T")
 class ProtectedSurface:
     """Protected paths that exist in one project, relative to its root.
 
-    ``paths`` can be bound read-only as they are. ``symlinks`` are protected
-    paths that are, or sit below, a symlink: binding over them would follow a
-    link the project (or an earlier sandbox) controls, so the caller must
-    refuse or handle them. The two never overlap.
+    ``paths`` can be bound read-only as they are. ``symlinks`` are the links
+    met on the way to a protected path: the path itself (``.envrc`` as a link)
+    or a parent (``.claude`` when ``.claude/settings.json`` is protected).
+    Binding there would follow a link the project, or an earlier sandbox,
+    controls, so the caller must refuse or handle them; whatever lies below
+    such a link is not in ``paths``.
     """
 
     paths: tuple[str, ...]
@@ -108,7 +110,7 @@ def protected_present(root: Path) -> ProtectedSurface:
     candidates: list[str] = list(PROTECTED_PATHS)
     # gitdir pointers count only when they are files, not directories.
     pointers: list[str] = [".git"]
-    hooks = _hooks_path(top, ".git", "")
+    hooks = _hooks_path(top)
     if hooks is not None:
         candidates.append(hooks)
     for gitdir in _module_gitdirs(top):
@@ -122,30 +124,36 @@ def protected_present(root: Path) -> ProtectedSurface:
     paths: set[str] = set()
     links: set[str] = set()
     for rel in candidates + pointers:
-        state = _lstat_chain(top, rel)
+        found = _lstat_chain(top, rel)
+        if found is None:
+            continue
+        state, where = found
         if state == "link":
-            links.add(rel)
+            links.add(where)
         elif state == "file" or (state == "dir" and rel not in pointers):
             paths.add(rel)
     return ProtectedSurface(paths=tuple(sorted(paths)), symlinks=tuple(sorted(links)))
 
 
-def _lstat_chain(top: str, rel: str) -> Literal["file", "dir", "link"] | None:
-    """The type of ``rel``, "link" if it or any parent below ``top`` is a symlink,
+def _lstat_chain(top: str, rel: str) -> tuple[Literal["file", "dir", "link"], str] | None:
+    """The type of ``rel`` and the path it was found at: ("link", the first
+    symlink on the way) if ``rel`` or a parent below ``top`` is a symlink;
     None if it does not exist."""
     path = top
+    found: list[str] = []
     st: os.stat_result | None = None
     for part in rel.split("/"):
         path = os.path.join(path, part)
+        found.append(part)
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         if stat.S_ISLNK(st.st_mode):
-            return "link"
+            return "link", "/".join(found)
     if st is None:
         return None
-    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    return ("dir" if stat.S_ISDIR(st.st_mode) else "file"), rel
 
 
 def _module_gitdirs(top: str) -> list[str]:
@@ -169,16 +177,16 @@ def _module_gitdirs(top: str) -> list[str]:
     return sorted(found)
 
 
-def _hooks_path(top: str, gitdir: str, worktree: str) -> str | None:
-    """core.hooksPath of ``gitdir`` as a path relative to ``top``, or None when it
-    is unset or lies outside the project (then it is not ours to protect)."""
-    value = _git_config(os.path.join(top, gitdir, "config"), "core", "hookspath")
+def _hooks_path(top: str) -> str | None:
+    """The project repository's core.hooksPath relative to ``top``, or None when
+    it is unset or lies outside the project (then it is not ours to protect)."""
+    value = _git_config(os.path.join(top, ".git", "config"), "core", "hookspath")
     if not value:
         return None
     if value.startswith("~"):
         value = os.path.expanduser(value)
     # Relative hook paths are taken from where hooks run: the worktree root.
-    rel = _inside(top, os.path.join(top, worktree, value))
+    rel = _inside(top, os.path.join(top, value))
     return None if rel in (None, ".") else rel
 
 
@@ -270,6 +278,7 @@ class Entry(NamedTuple):
     surface: SurfaceKind | None = None
 
 
+_TYPE_OF: dict[int, EntryType] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link"}
 _TYPE_CODES: dict[str, EntryType] = {"f": "file", "d": "dir", "l": "link", "o": "other"}
 _CODE_OF: dict[str, str] = {v: k for k, v in _TYPE_CODES.items()}
 
@@ -383,7 +392,7 @@ def snapshot(root: Path, uid: int) -> Snapshot:
     the protected surface. ``uid`` is the user the sandbox runs as."""
     top = os.fspath(root)
     fixed: dict[str, SurfaceKind] = {p: ("hook" if p in _HOOK_PATHS else "autorun") for p in PROTECTED_PATHS}
-    hooks = _hooks_path(top, ".git", "")
+    hooks = _hooks_path(top)
     if hooks is not None:
         fixed[hooks] = "hook"
 
@@ -416,7 +425,8 @@ def snapshot(root: Path, uid: int) -> Snapshot:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            typ = _type(st.st_mode)
+            mode = st.st_mode
+            typ = _TYPE_OF.get(stat.S_IFMT(mode), "other")
             kind = inherited or fixed.get(rel)
             if kind is None and not vendored:
                 if gitdir and typ == "dir" and name == "hooks":
@@ -427,17 +437,16 @@ def snapshot(root: Path, uid: int) -> Snapshot:
                     # A gitdir pointer: rewritten, it sends host git to a
                     # planted config.
                     kind = "autorun"
-            sha = _sha256(entry.path) if kind is not None and typ == "file" else None
-            target = _readlink(entry.path) if typ == "link" else None
+            # Positional: this runs once per path in the project.
             entries[rel] = Entry(
-                type=typ,
-                mode=stat.S_IMODE(st.st_mode),
-                uid=st.st_uid,
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                sha256=sha,
-                target=target,
-                surface=kind,
+                typ,
+                mode & 0o7777,
+                st.st_uid,
+                st.st_size,
+                st.st_mtime_ns,
+                _sha256(entry.path) if kind is not None and typ == "file" else None,
+                _readlink(entry.path) if typ == "link" else None,
+                kind,
             )
             if typ == "dir" and not (gitdir and name == "objects"):
                 stack.append((rel + "/", entry.path, kind, vendored or name in _VENDORED, name == ".git"))
@@ -459,16 +468,6 @@ def _readlink(path: str) -> str | None:
         return None
 
 
-def _type(mode: int) -> EntryType:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "link"
-    return "other"
-
-
 def _sha256(path: str) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -486,6 +485,9 @@ def _sha256(path: str) -> str | None:
 
 @dataclass(frozen=True)
 class Change:
+    """One finding of :func:`diff`: what kind, where (relative to the root), and
+    a short human detail."""
+
     kind: ChangeKind
     path: str
     detail: str

@@ -10,15 +10,17 @@ import pytest
 from hutch.egress.audit import AuditLog, AuditReadError, format_summary, read_events, summarise
 
 
-def record(log: AuditLog, host: str, decision: str = "allow", **extra: int) -> None:
+def record(
+    log: AuditLog, host: str, decision: str = "allow", *, up: int = 0, down: int = 0
+) -> None:
     log.record(
         host=host,
-        port=extra.get("port", 443),
+        port=443,
         decision="allow" if decision == "allow" else "deny",
         reason="allowed by rule" if decision == "allow" else "not on the allowlist",
         rule=host if decision == "allow" else None,
-        bytes_up=extra.get("up", 0),
-        bytes_down=extra.get("down", 0),
+        bytes_up=up,
+        bytes_down=down,
         method="CONNECT",
     )
 

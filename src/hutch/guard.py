@@ -1,0 +1,112 @@
+"""Before and after a session: what to mask, what to keep read-only, what changed.
+
+Wraps the secret scan and the host-persistence surface for the run path, and
+keeps the per-session audit record that `hutch audit` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hutch.plan import Masking
+from hutch.secrets.scan import scan
+from hutch.secrets.surface import Change, Snapshot, diff, format_changes, protected_present, snapshot
+
+SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Guard:
+    masking: Masking
+    before: Snapshot
+    warnings: tuple[str, ...]
+    unprotected_links: tuple[str, ...]
+    hardlinks: tuple[str, ...]
+
+
+def _names(paths: tuple[str, ...]) -> str:
+    shown = ", ".join(paths[:SHOWN])
+    return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+
+
+def prepare(
+    project: Path, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool
+) -> Guard:
+    warnings: list[str] = []
+    if no_mask:
+        files: tuple[str, ...] = ()
+        dirs: tuple[str, ...] = ()
+        hardlinks = scan(project, use_defaults=False).hardlinks
+        warnings.append("--no-mask: secret files in the project are visible to the agent")
+    else:
+        result = scan(project, mask, unmask)
+        files, dirs, hardlinks = result.files, result.dirs, result.hardlinks
+        if result.links:
+            warnings.append(
+                f"symlinks named like secrets are not masked (they point elsewhere): "
+                f"{_names(result.links)}"
+            )
+        if result.skipped:
+            warnings.append(f"unreadable, so not checked for secrets: {_names(result.skipped)}")
+    surface = protected_present(project)
+    if surface.symlinks:
+        warnings.append(
+            "host-executed paths that are symlinks stay writable (binding them would follow "
+            f"the link): {_names(surface.symlinks)}; hutch reports changes to them afterwards"
+        )
+    if hardlinks:
+        warnings.append(
+            f"{len(hardlinks)} file(s) are hard-linked from outside the project; the agent "
+            f"can change the other copies too: {_names(hardlinks)}"
+        )
+    before = snapshot(project, uid)
+    return Guard(
+        Masking(files=files, dirs=dirs, readonly=surface.paths),
+        before,
+        tuple(warnings),
+        surface.symlinks,
+        hardlinks,
+    )
+
+
+def after(project: Path, uid: int, guard: Guard) -> tuple[Change, ...]:
+    return diff(guard.before, snapshot(project, uid), project)
+
+
+def audit_dir(state: Path) -> Path:
+    return state / "audit"
+
+
+def write_record(
+    state: Path,
+    session: str,
+    project: Path,
+    agent: str,
+    guard: Guard,
+    changes: tuple[Change, ...],
+    status: int,
+) -> Path:
+    directory = audit_dir(state)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{session}.json"
+    record = {
+        "session": session,
+        "project": str(project),
+        "agent": agent,
+        "ended": time.time(),
+        "status": status,
+        "masked_files": list(guard.masking.files),
+        "masked_dirs": list(guard.masking.dirs),
+        "readonly": list(guard.masking.readonly),
+        "hardlinks": list(guard.hardlinks),
+        "changes": [{"kind": c.kind, "path": c.path, "detail": c.detail} for c in changes],
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def describe_changes(changes: tuple[Change, ...]) -> str:
+    return format_changes(changes)

@@ -1,0 +1,229 @@
+"""Helpers for the integration tests: the real `hutch` CLI against a real Docker engine.
+
+Every test runs hutch as a subprocess with an explicit environment whose HOME
+and XDG directories live under one session directory (never os.environ). The
+image is built once per session; later tests seed their fresh state with the
+same agent pin, so they find that image by tag instead of asking the registry
+again. Containers are cleaned up by label: only those whose io.hutch.project
+lies under this session's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HUTCH = Path(sys.executable).parent / "hutch"
+MANAGED = "label=io.hutch.managed=true"
+BUILD_TIMEOUT = 1800.0
+
+
+def docker(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+def docker_reason() -> str | None:
+    """Why the engine cannot be used, or None when `docker info` answers."""
+    try:
+        result = docker("info", "--format", "{{.ServerVersion}}", timeout=30)
+    except FileNotFoundError:
+        return "docker is not installed (not on PATH)"
+    except subprocess.TimeoutExpired:
+        return "`docker info` did not answer within 30s"
+    if result.returncode != 0:
+        return f"`docker info` failed: {result.stderr.strip()[:300]}"
+    return None
+
+
+def containers_under(root: Path) -> list[dict[str, object]]:
+    """`docker inspect` of every hutch container whose project lies under root."""
+    ids = docker("ps", "-aq", "--no-trunc", "--filter", MANAGED).stdout.split()
+    if not ids:
+        return []
+    inspected = docker("inspect", *ids)
+    # A container can vanish between ps and inspect: inspect still prints the rest.
+    items = json.loads(inspected.stdout or "[]")
+    prefix = str(root).rstrip("/") + "/"
+    found = []
+    for item in items:
+        labels = item.get("Config", {}).get("Labels") or {}
+        if labels.get("io.hutch.project", "").startswith(prefix):
+            found.append(item)
+    return found
+
+
+def project_containers(project: Path, running_only: bool = True) -> list[dict[str, object]]:
+    """Containers labelled with exactly this project path."""
+    wanted = str(project)
+    found = []
+    for item in containers_under(project.parent):
+        labels = item["Config"]["Labels"]  # type: ignore[index]
+        if labels.get("io.hutch.project") != wanted:
+            continue
+        if running_only and not item["State"]["Running"]:  # type: ignore[index]
+            continue
+        found.append(item)
+    return found
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
+
+
+@dataclass
+class Hutch:
+    """One isolated hutch user: its HOME and XDG dirs, and how to call the CLI."""
+
+    root: Path
+    binary: str = str(HUTCH)
+    # Run as this host user (via runuser) instead of the test runner's own.
+    user: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "xdg" / "data"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "xdg" / "state"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "xdg" / "config"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "xdg" / "cache"
+
+    def make_dirs(self) -> None:
+        for path in (self.home, self.data, self.state, self.config, self.cache):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        default_path = "/usr/local/bin:/usr/bin:/bin"
+        env = {
+            "PATH": default_path if self.user else os.environ.get("PATH", default_path),
+            "HOME": str(self.home),
+            "XDG_CONFIG_HOME": str(self.config),
+            "XDG_DATA_HOME": str(self.data),
+            "XDG_STATE_HOME": str(self.state),
+            "XDG_CACHE_HOME": str(self.cache),
+            "LANG": "C.UTF-8",
+        }
+        if "DOCKER_HOST" in os.environ:
+            env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def command(
+        self, args: Sequence[str], env: Mapping[str, str] | None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and process environment that run hutch with args."""
+        wanted = dict(env) if env is not None else self.env()
+        if self.user is None:
+            return [self.binary, *args], wanted
+        # runuser resets parts of the environment: hand hutch exactly ours.
+        assignments = [f"{k}={v}" for k, v in wanted.items()]
+        argv = ["runuser", "-u", self.user, "--", "env", "-i", *assignments, self.binary, *args]
+        return argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def run(
+        self,
+        *args: str,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        argv, process_env = self.command(args, env)
+        result = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=process_env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert_clean(result)
+        return result
+
+    def popen(
+        self, *args: str, cwd: Path, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """Start hutch in its own process group, as a shell would a foreground job."""
+        argv, process_env = self.command(args, env)
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=process_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            process_group=0,
+        )
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate(timeout=30)
+
+
+@dataclass(frozen=True)
+class Built:
+    tag: str
+    pins: Path  # versions.json of the state that built it
+    hutch: Hutch
+
+
+@dataclass(frozen=True)
+class HostUser:
+    name: str
+    uid: int
+    gid: int
+    venv: Path
+
+
+def seed_pins(hutch: Hutch, built: Built) -> None:
+    """Give a fresh state the pin the image was built with (no registry lookup)."""
+    target = hutch.state / "hutch" / "versions.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built.pins, target)

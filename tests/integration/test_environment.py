@@ -1,0 +1,91 @@
+"""Threat model 3 (secrets): no host variable enters unless named, and a
+named value stays out of argv, --dry-run and the container's labels."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from .support import Built, Hutch, docker, project_containers, stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+
+CANARY = "HUTCH_CANARY_SECRET"
+VALUE = "s3cr3t"
+# What hutch itself sets (the agent's fixed variables included); nothing else may
+# be added to the image's own environment.
+HUTCH_FIXED = {"HOME", "USER", "LOGNAME", "SHELL", "HUTCH_SESSION", "IS_SANDBOX", "DISABLE_AUTOUPDATER"}
+
+
+def canary_env(hutch: Hutch) -> dict[str, str]:
+    return hutch.env(**{CANARY: VALUE, "HUTCH_CANARY_OTHER": "other-host-value"})
+
+
+def test_host_variable_stays_out_unless_named(hutch: Hutch, project: Path) -> None:
+    env = canary_env(hutch)
+    result = hutch.run("-q", "exec", "--", "env", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert CANARY not in result.stdout
+    assert VALUE not in result.stdout
+    assert "HUTCH_CANARY_OTHER" not in result.stdout
+    # Positive control: naming it lets exactly that one in.
+    result = hutch.run("-q", "exec", "--env", CANARY, "--", "env", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{CANARY}={VALUE}" in result.stdout.splitlines()
+    assert "HUTCH_CANARY_OTHER" not in result.stdout
+
+
+def test_dry_run_names_but_never_prints_value(hutch: Hutch, project: Path) -> None:
+    result = hutch.run(
+        "exec", "--dry-run", "--env", CANARY, "--env", "HUTCH_SET_INLINE=inline-value",
+        "--", "true", cwd=project, env=canary_env(hutch),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"--env {CANARY} " in result.stdout
+    assert "--env HUTCH_SET_INLINE " in result.stdout
+    for text in (result.stdout, result.stderr):
+        assert VALUE not in text
+        assert "inline-value" not in text
+
+
+def _inspect_running(hutch: Hutch, project: Path, *flags: str) -> dict[str, object]:
+    proc = hutch.popen("-q", "exec", *flags, "--", "sleep", "120", cwd=project,
+                       env=canary_env(hutch))  # fmt: skip
+    try:
+        found = wait_for(lambda: project_containers(project), 60, "the session container")
+        assert isinstance(found, list) and len(found) == 1
+        return found[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            stop_process(proc)
+
+
+def _image_env_names(tag: str) -> set[str]:
+    out = docker("image", "inspect", "--format", "{{json .Config.Env}}", tag).stdout
+    return {entry.split("=", 1)[0] for entry in json.loads(out)}
+
+
+def test_engine_metadata_holds_only_named_variables(
+    hutch: Hutch, project: Path, built: Built
+) -> None:
+    image_names = _image_env_names(built.tag)
+    item = _inspect_running(hutch, project)
+    names = {e.split("=", 1)[0] for e in item["Config"]["Env"]}  # type: ignore[index]
+    assert names == image_names | HUTCH_FIXED
+    assert VALUE not in json.dumps(item)
+
+    item = _inspect_running(hutch, project, "--env", CANARY)
+    names = {e.split("=", 1)[0] for e in item["Config"]["Env"]}  # type: ignore[index]
+    assert names == image_names | HUTCH_FIXED | {CANARY}
+    # The value reaches the process environment, but none of the command line,
+    # the labels or the name.
+    assert VALUE not in json.dumps(item["Config"]["Labels"])  # type: ignore[index]
+    assert VALUE not in json.dumps(item["Args"])
+    assert VALUE not in json.dumps(item["Config"]["Cmd"])  # type: ignore[index]
+    assert VALUE not in str(item["Name"])

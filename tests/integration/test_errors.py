@@ -1,0 +1,124 @@
+"""Bad input gets the documented exit code and a message that says what to do,
+never a traceback (the helper asserts that on every call)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .support import Built, Hutch, docker, seed_pins
+
+pytestmark = pytest.mark.integration
+
+
+def exec_true(hutch: Hutch, project: Path, *flags: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return hutch.run(*flags, "exec", "--", "true", cwd=project, env=env)
+
+
+def test_toml_syntax_error(hutch: Hutch, project: Path) -> None:
+    config = project / "hutch.toml"
+    config.write_text('version = 1\n[sandbox]\nmemory "4g"\n')
+    result = exec_true(hutch, project)
+    assert result.returncode == 3, result.stderr
+    assert str(config) in result.stderr
+    assert "line 3" in result.stderr
+    assert "hint:" in result.stderr
+
+
+def test_unknown_key(hutch: Hutch, project: Path) -> None:
+    (project / "hutch.toml").write_text('version = 1\n[network]\nalow = ["example.org"]\n')
+    result = exec_true(hutch, project)
+    assert result.returncode == 3, result.stderr
+    assert "alow" in result.stderr
+    assert "allow" in result.stderr  # the suggestion
+
+
+def test_wrong_type(hutch: Hutch, project: Path) -> None:
+    (project / "hutch.toml").write_text("version = 1\n[sandbox]\nmemory = 5\n")
+    result = exec_true(hutch, project)
+    assert result.returncode == 3, result.stderr
+    assert "memory" in result.stderr
+
+
+def test_home_as_project_refused(hutch: Hutch, project: Path) -> None:
+    result = exec_true(hutch, project, env=hutch.env(HOME=str(project)))
+    assert result.returncode == 2, result.stderr
+    assert "--force" in result.stderr
+    assert "home directory" in result.stderr
+
+
+def test_podman_unavailable(hutch: Hutch, project: Path) -> None:
+    assert shutil.which("podman") is None, "this test expects podman to be absent"
+    result = exec_true(hutch, project, "--engine", "podman")
+    assert result.returncode == 4, result.stderr
+    assert "hint:" in result.stderr
+
+
+@pytest.mark.parametrize("engine", [None, "docker"], ids=["auto", "docker"])
+def test_docker_not_on_path(hutch: Hutch, project: Path, engine: str | None) -> None:
+    empty = hutch.root / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    flags = ("--engine", engine) if engine else ()
+    result = exec_true(hutch, project, *flags, env=hutch.env(PATH=str(empty)))
+    assert result.returncode == 4, result.stderr
+    assert "not found on PATH" in result.stderr or "no container engine" in result.stderr
+    assert "hint:" in result.stderr
+
+
+def _build_leftovers() -> set[str]:
+    """Stopped containers whose command mentions the bogus package."""
+    found = set()
+    ids = docker("ps", "-aq", "--filter", "status=exited", "--filter", "status=created").stdout
+    for cid in ids.split():
+        cmd = docker("inspect", "--format", "{{json .Config.Cmd}}", cid).stdout
+        if "no-such-package-xyz" in cmd:
+            found.add(cid)
+    return found
+
+
+@dataclass(frozen=True)
+class FailedBuild:
+    result: subprocess.CompletedProcess[str]
+    leftovers: set[str]
+
+
+@pytest.fixture(scope="module")
+def failed_build(built: Built, it_root: Path) -> FailedBuild:
+    """One build of a recipe with a package that does not exist."""
+    hutch = Hutch(it_root / "failed-build")
+    hutch.make_dirs()
+    seed_pins(hutch, built)
+    project = hutch.root / "proj"
+    project.mkdir()
+    (project / "hutch.toml").write_text('version = 1\n[image]\npackages = ["no-such-package-xyz"]\n')
+    before = _build_leftovers()
+    result = hutch.run("build", cwd=project, timeout=900)
+    left = _build_leftovers() - before
+    if left:
+        docker("rm", "-f", *left)  # ours: do not let them pile up
+    return FailedBuild(result, left)
+
+
+def test_failed_build_names_the_step(failed_build: FailedBuild) -> None:
+    result = failed_build.result
+    assert result.returncode == 5, result.stderr
+    last = [line for line in result.stderr.splitlines() if line.startswith("hutch: image build")]
+    assert len(last) == 1, result.stderr
+    assert "image build failed at Step " in last[0]
+    assert "apt-get install" in last[0]
+    assert "no-such-package-xyz" in result.stderr
+    assert "hint: full log: " in result.stderr
+    log = result.stderr.split("hint: full log: ", 1)[1].split(";", 1)[0]
+    assert "no-such-package-xyz" in Path(log).read_text()
+    assert result.stdout == ""  # no tag printed for an image that does not exist
+
+
+def test_failed_build_leaves_no_container(failed_build: FailedBuild) -> None:
+    # Threat model 7: nothing hutch started survives, a failed build included.
+    assert not failed_build.leftovers, (
+        f"the failed build left stopped containers behind: {sorted(failed_build.leftovers)}"
+    )
