@@ -147,6 +147,34 @@ def workdir(value: object, where: str) -> str:
     return text
 
 
+def allow_entries(value: object, where: str) -> tuple[str, ...]:
+    from hutch.egress.policy import parse_allow_entry
+
+    entries = string_list()(value, where)
+    assert isinstance(entries, tuple)
+    for index, entry in enumerate(entries):
+        try:
+            parse_allow_entry(entry)
+        except ValueError as err:
+            raise ConfigError(
+                f"{where}[{index}]: {err}",
+                'write HOST[:PORT] or *.DOMAIN[:PORT], e.g. "api.github.com" or "*.example.org:8443"',
+            ) from err
+    return entries
+
+
+def mask_patterns(value: object, where: str) -> tuple[str, ...]:
+    from hutch.secrets.scan import check_patterns
+
+    entries = string_list()(value, where)
+    assert isinstance(entries, tuple)
+    try:
+        check_patterns(entries)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    return entries
+
+
 @dataclass(frozen=True)
 class Key:
     validate: Validator
@@ -176,12 +204,12 @@ SCHEMA: dict[str, Key] = {
     "sandbox.auth": Key(choice("isolated", "host"), "isolated", "agent login state"),
     "sandbox.caches": Key(caches, (), "package caches kept per project"),
     "network.mode": Key(choice(*NETWORK_MODES), "allowlist", "egress policy"),
-    "network.allow": Key(string_list(), (), "hosts reachable through the proxy"),
+    "network.allow": Key(allow_entries, (), "hosts reachable through the proxy"),
     "network.allow_private": Key(
-        string_list(), (), "names allowed although they resolve to private addresses"
+        allow_entries, (), "names allowed although they resolve to private addresses"
     ),
-    "secrets.mask": Key(string_list(), (), "extra secret-file patterns"),
-    "secrets.unmask": Key(string_list(), (), "patterns exempted from masking"),
+    "secrets.mask": Key(mask_patterns, (), "extra secret-file patterns"),
+    "secrets.unmask": Key(mask_patterns, (), "patterns exempted from masking"),
 }
 
 SECTIONS = ("image", "sandbox", "network", "secrets")

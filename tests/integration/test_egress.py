@@ -1,0 +1,190 @@
+"""The egress firewall on a real engine. Every denial has a control that succeeds.
+
+The stand-in "outside" is an HTTP server in this test process: on loopback it
+is reachable by hutch's proxy (allowed as an IP literal, or by name through
+allow_private); on all addresses it is what a leaking sandbox would reach via
+the engine's bridge gateway, which the open-mode controls show.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import Hutch, docker
+
+pytestmark = pytest.mark.integration
+
+BODY = "hello from the stand-in outside"
+# Loopback is in NO_PROXY inside (for the sandbox's own services); these probes
+# aim at the host's loopback, which only the proxy can reach.
+VIA_PROXY = "NO_PROXY= no_proxy= curl -x http://127.0.0.1:3128"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        data = BODY.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A TLS server on loopback with a self-signed certificate for "localhost"."""
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1024)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def gateway() -> str:
+    """The host's address on the engine's default bridge (the seen-from-inside host)."""
+    out = docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}")
+    config = json.loads(out.stdout)[0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    # Older daemons leave Gateway out: it is the subnet's first address.
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+def sh(hutch: Hutch, project: Path, script: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return hutch.run("-q", "exec", *flags, "--", "sh", "-c", script, cwd=project, timeout=180)
+
+
+def events(hutch: Hutch) -> list[dict[str, object]]:
+    found = []
+    for path in (hutch.state / "hutch" / "audit").glob("*.egress.jsonl"):
+        found += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return found
+
+
+def test_allowed_ip_literal_reaches_outside_and_is_logged(
+    hutch: Hutch, project: Path, outside: int
+) -> None:
+    result = sh(hutch, project, f"{VIA_PROXY} -sS -m 10 http://127.0.0.1:{outside}/",
+                "--allow", f"127.0.0.1:{outside}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == BODY
+    logged = [e for e in events(hutch) if e["port"] == outside]
+    assert logged and logged[0]["decision"] == "allow" and int(logged[0]["bytes_down"]) > 0
+
+
+def test_host_off_the_list_is_denied_with_the_fix(hutch: Hutch, project: Path, outside: int) -> None:
+    result = sh(hutch, project, f"{VIA_PROXY} -sS -m 10 -w '%{{http_code}}' http://127.0.0.1:{outside}/")
+    assert result.stdout.endswith("403"), result.stdout
+    assert BODY not in result.stdout
+    assert "--allow" in result.stdout
+    assert "denied" in hutch.run("audit", cwd=project).stdout
+
+
+def test_program_ignoring_proxy_variables_gets_nowhere(
+    hutch: Hutch, project: Path, outside: int
+) -> None:
+    target = f"http://{gateway()}:{outside}/"
+    probe = f"curl -sS -m 5 --noproxy '*' {target}"
+    control = sh(hutch, project, probe, "--network", "open")
+    assert control.returncode == 0 and control.stdout == BODY, control.stderr
+    blocked = sh(hutch, project, probe)
+    assert blocked.returncode != 0
+    assert BODY not in blocked.stdout
+
+
+def test_no_dns_and_no_route_in_allowlist_mode(hutch: Hutch, project: Path) -> None:
+    probe = "getent hosts deb.debian.org >/dev/null && echo resolved; grep -c . /proc/net/route"
+    control = sh(hutch, project, probe, "--network", "open")
+    assert "resolved" in control.stdout, control.stderr
+    closed = sh(hutch, project, probe)
+    assert "resolved" not in closed.stdout
+    # Only the header line: no IPv4 route at all.
+    assert closed.stdout.strip().splitlines()[-1] == "1"
+    ipv6 = sh(hutch, project, "cat /proc/net/if_inet6 2>/dev/null | awk '{print $6}'")
+    assert set(ipv6.stdout.split()) <= {"lo"}
+
+
+def test_name_resolving_to_loopback_needs_allow_private(
+    hutch: Hutch, project: Path, outside: int
+) -> None:
+    probe = f"{VIA_PROXY} -sS -m 10 -w ' %{{http_code}}' http://localhost:{outside}/"
+    denied = sh(hutch, project, probe, "--allow", f"localhost:{outside}")
+    assert denied.stdout.endswith("403") and "loopback" in denied.stdout, denied.stdout
+    (project / "hutch.toml").write_text(f'[network]\nallow_private = ["localhost:{outside}"]\n')
+    allowed = sh(hutch, project, probe)
+    assert allowed.stdout == f"{BODY} 200", allowed.stdout + allowed.stderr
+
+
+@pytest.mark.parametrize("spelling", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1"])
+def test_ip_literal_spellings_are_denied(
+    hutch: Hutch, project: Path, outside: int, spelling: str
+) -> None:
+    probe = f"{VIA_PROXY} -sS -m 10 -w ' %{{http_code}}' http://{spelling}:{outside}/"
+    result = sh(hutch, project, probe)
+    assert result.stdout.endswith("403"), result.stdout
+    assert BODY not in result.stdout
+
+
+def test_sni_must_match_the_connect_host(hutch: Hutch, project: Path, tls_outside: int) -> None:
+    (project / "hutch.toml").write_text(f'[network]\nallow_private = ["localhost:{tls_outside}"]\n')
+    url = f"https://localhost:{tls_outside}/"
+    control = sh(hutch, project, f"{VIA_PROXY} -sS -k -m 10 {url}")
+    assert control.stdout == "ok", control.stderr
+    # curl's --connect-to keeps the SNI of the URL's name while CONNECT goes elsewhere.
+    spoof = sh(
+        hutch, project,
+        f"{VIA_PROXY} -sS -k -m 10 --connect-to evil.example:{tls_outside}:localhost:{tls_outside} "
+        f"https://evil.example:{tls_outside}/",
+    )  # fmt: skip
+    assert spoof.stdout != "ok"
+    assert spoof.returncode != 0
