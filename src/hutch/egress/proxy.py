@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -64,6 +65,7 @@ PIPE_SIZE = 1024 * 1024
 _HAVE_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 BACKLOG = 4096
+ACCEPT_BURST = 256
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 # Accept errors that mean "out of resources for now": back off instead of spinning.
 _ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -123,7 +125,8 @@ class EgressProxy:
         self._socket_ino: int | None = None
         self._tcp_address: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
+        self._listeners: list[socket.socket] = []
+        self._accepting = False
         self._bulk_flows = 0
 
     @property
@@ -263,40 +266,65 @@ class EgressProxy:
 
     async def _main(self, listeners: list[socket.socket], ready: threading.Event) -> None:
         self._stopping = asyncio.Event()
-        self._slots = asyncio.Semaphore(self._max_connections)
-        loop = asyncio.get_running_loop()
-        acceptors = [loop.create_task(self._accept(sock)) for sock in listeners]
+        self._listeners = listeners
+        self._resume_accepting()
         ready.set()
         await self._stopping.wait()
-        for task in [*acceptors, *self._tasks]:
+        self._pause_accepting()
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*acceptors, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _accept(self, listener: socket.socket) -> None:
+    def _resume_accepting(self) -> None:
+        if self._accepting or self._stopping is None or self._stopping.is_set():
+            return
         loop = asyncio.get_running_loop()
-        assert self._slots is not None
-        while True:
-            # At the cap, leave new clients in the kernel backlog rather than drop them.
-            await self._slots.acquire()
+        for listener in self._listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
+        self._accepting = True
+
+    def _pause_accepting(self) -> None:
+        if not self._accepting:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+        self._accepting = False
+
+    def _accept(self, listener: socket.socket) -> None:
+        # A plain callback that accepts a burst, not `await sock_accept()`: a
+        # socket accepted into a future that is then cancelled would leak.
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BURST):
+            if len(self._tasks) >= self._max_connections:
+                # Leave further clients in the kernel backlog until a slot frees.
+                self._pause_accepting()
+                return
             try:
-                client, _ = await loop.sock_accept(listener)
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as err:
-                self._slots.release()
                 if err.errno in _ACCEPT_BACKOFF:
                     log.warning("egress proxy: accept failed (%s); backing off", err)
-                    await asyncio.sleep(0.05)
-                continue
+                    self._pause_accepting()
+                    loop.call_later(0.05, self._resume_accepting)
+                return
             client.setblocking(False)
             if client.family != socket.AF_UNIX:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._serve(client))
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(functools.partial(self._task_done, client))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, client: socket.socket, task: asyncio.Task[None]) -> None:
+        # Closed here too: a task cancelled before its first step never ran
+        # `_serve`'s cleanup.
+        client.close()
         self._tasks.discard(task)
-        if self._slots is not None:
-            self._slots.release()
+        if not self._accepting and len(self._tasks) < self._max_connections:
+            self._resume_accepting()
         if not task.cancelled() and (err := task.exception()) is not None:
             log.error("egress proxy: connection handler failed", exc_info=err)
 

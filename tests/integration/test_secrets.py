@@ -1,0 +1,137 @@
+"""Secret masking and the host-executed surface on a real engine, each with a control."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import Hutch
+
+pytestmark = pytest.mark.integration
+
+CANARY = "CANARY_d41d8cd98f00"
+
+
+def sh(hutch: Hutch, project: Path, script: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return hutch.run("exec", "--network", "none", *flags, "--", "sh", "-c", script, cwd=project)
+
+
+def git(project: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@e", *args],
+        cwd=project, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_secret_files_read_empty_and_cannot_be_written(hutch: Hutch, project: Path) -> None:
+    (project / ".env").write_text(f"TOKEN={CANARY}\n")
+    (project / ".env.example").write_text("TOKEN=changeme\n")
+    (project / "deploy.pem").write_text(CANARY)
+    (project / ".ssh").mkdir()
+    (project / ".ssh" / "id_ed25519").write_text(CANARY)
+    (project / "ordinary.txt").write_text("visible")
+    script = (
+        "cat .env deploy.pem .env.example ordinary.txt; ls -A .ssh; "
+        "echo overwritten > .env && echo WROTE"
+    )
+    control = sh(hutch, project, script, "--no-mask")
+    assert CANARY in control.stdout and "WROTE" in control.stdout
+    (project / ".env").write_text(f"TOKEN={CANARY}\n")
+    masked = sh(hutch, project, script)
+    assert CANARY not in masked.stdout
+    assert "changeme" in masked.stdout and "visible" in masked.stdout
+    assert "id_ed25519" not in masked.stdout
+    assert "WROTE" not in masked.stdout
+    assert (project / ".env").read_text() == f"TOKEN={CANARY}\n"
+    record = json.loads(hutch.run("audit", "--json", cwd=project).stdout)
+    assert ".env" in record["masked_files"] and ".ssh" in record["masked_dirs"]
+
+
+def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
+    (project / "prod.secret").write_text(CANARY)
+    (project / ".env.local").write_text(CANARY + "-local")
+    (project / "hutch.toml").write_text(
+        '[secrets]\nmask = ["*.secret"]\nunmask = [".env.local"]\n'
+    )
+    out = sh(hutch, project, "cat prod.secret; echo; cat .env.local").stdout
+    assert out.splitlines() == ["", CANARY + "-local"]
+
+
+def test_git_hooks_read_only_but_commits_work(hutch: Hutch, project: Path) -> None:
+    git(project, "init", "-q")
+    (project / "a.txt").write_text("a")
+    script = (
+        "git -c user.name=a -c user.email=a@b add a.txt && "
+        "git -c user.name=a -c user.email=a@b commit -qm inside && echo COMMITTED; "
+        "echo 'curl evil' > .git/hooks/pre-commit && echo HOOKED; "
+        "echo '[core] hooksPath = /tmp' >> .git/config && echo CONFIGURED"
+    )
+    out = sh(hutch, project, script)
+    assert "COMMITTED" in out.stdout, out.stderr
+    assert "HOOKED" not in out.stdout and "CONFIGURED" not in out.stdout
+    assert not (project / ".git" / "hooks" / "pre-commit").exists()
+    assert "hooksPath" not in (project / ".git" / "config").read_text()
+    control = sh(hutch, project, "echo x > .git/hooks/pre-commit && echo HOOKED", "--no-mask")
+    # --no-mask lifts masking only: the host-executed surface stays read-only.
+    assert "HOOKED" not in control.stdout
+
+
+def test_changes_to_host_surface_are_reported(hutch: Hutch, project: Path) -> None:
+    (project / "src").mkdir()
+    script = (
+        "printf '#!/bin/sh\\necho pwned\\n' > src/run.sh && chmod +x src/run.sh; "
+        "ln -s /etc/passwd src/escape; mkdir -p sub/.vscode; echo '{}' > sub/.vscode/tasks.json"
+    )
+    result = sh(hutch, project, script)
+    assert result.returncode == 0
+    assert "src/run.sh" in result.stderr and "src/escape" in result.stderr
+    record = json.loads(hutch.run("audit", "--json", cwd=project).stdout)
+    kinds = {c["path"]: c["kind"] for c in record["changes"]}
+    assert kinds["src/run.sh"] == "executable"
+    assert kinds["src/escape"] == "link-outside"
+    # Control: an ordinary edit is not news.
+    quiet = sh(hutch, project, "echo data > src/notes.txt")
+    assert "notes.txt" not in quiet.stderr
+
+
+def test_planted_link_never_widens_a_mount(hutch: Hutch, project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside-secret"
+    outside.mkdir()
+    (outside / "key").write_text(CANARY)
+    git(project, "init", "-q")
+    hooks = project / ".git" / "hooks"
+    for child in hooks.iterdir():
+        child.unlink()
+    hooks.rmdir()
+    hooks.symlink_to(outside)
+    result = sh(hutch, project, "cat .git/hooks/key 2>&1; ls -la .git/hooks")
+    assert CANARY not in result.stdout
+    assert "symlink" in result.stderr
+    assert (outside / "key").read_text() == CANARY
+
+
+@pytest.mark.parametrize("name", ["with space", "co:lon,comma", "eq=ual", "-dash", "$(touch pwned)"])
+def test_odd_names_give_one_correct_mask(hutch: Hutch, project: Path, name: str) -> None:
+    directory = project / name
+    directory.mkdir()
+    (directory / ".env").write_text(CANARY)
+    (directory / "plain.txt").write_text("plain")
+    quoted = name.replace("'", "'\\''")
+    out = sh(hutch, project, f"cat './{quoted}/.env'; cat './{quoted}/plain.txt'")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "plain"
+    assert not (project / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_host_files_stay_unchanged(hutch: Hutch, project: Path) -> None:
+    secret = project / ".env"
+    secret.write_text(CANARY)
+    before = os.stat(secret)
+    sh(hutch, project, "cat .env > /dev/null; : > .env; rm -f .env")
+    after = os.stat(secret)
+    assert secret.read_text() == CANARY
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
