@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.plan import Masking
 from hutch.secrets.scan import scan
@@ -18,8 +18,7 @@ from hutch.secrets.surface import Change, Snapshot, diff, format_changes, protec
 SHOWN = 5
 
 
-@dataclass(frozen=True)
-class Guard:
+class Guard(NamedTuple):
     masking: Masking
     before: Snapshot
     warnings: tuple[str, ...]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.errors import UsageError
 
@@ -19,8 +19,7 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path.home() / fallback
 
 
-@dataclass(frozen=True)
-class Dirs:
+class Dirs(NamedTuple):
     config: Path
     data: Path
     state: Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
@@ -21,15 +21,13 @@ RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/
 ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     source: str
     target: str
     readonly: bool = False
 
 
-@dataclass(frozen=True)
-class EnvVar:
+class EnvVar(NamedTuple):
     name: str
     value: str
     # Secret values never appear in argv, --dry-run or logs: the engine client
@@ -37,15 +35,13 @@ class EnvVar:
     secret: bool = False
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     uid: int
     gid: int
     name: str
 
 
-@dataclass(frozen=True)
-class RunPlan:
+class RunPlan(NamedTuple):
     image: str
     name: str
     session: str
@@ -63,11 +59,10 @@ class RunPlan:
     tty: bool
     command: tuple[str, ...]
     hostname: str = "hutch"
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What planning needs to know about the host, gathered by the caller."""
 
     project: str
@@ -85,11 +80,13 @@ class HostFacts:
     empty_dir: str = ""
 
 
-@dataclass(frozen=True)
-class Masking:
+class Masking(NamedTuple):
     files: tuple[str, ...] = ()
     dirs: tuple[str, ...] = ()
     readonly: tuple[str, ...] = ()
+
+
+NO_MASKING = Masking()
 
 
 def project_key(project: str) -> str:
@@ -182,7 +179,7 @@ def build_run_plan(
     command: tuple[str, ...],
     interactive: bool,
     tty: bool,
-    masking: Masking = Masking(),
+    masking: Masking = NO_MASKING,
 ) -> RunPlan:
     project = host.project
     target = project_target(settings, project)

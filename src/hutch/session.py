@@ -8,9 +8,8 @@ import pwd
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -36,8 +35,7 @@ if TYPE_CHECKING:
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(NamedTuple):
     dirs: Dirs
     project: Path
     cwd: Path

@@ -181,30 +181,82 @@ class Hutch:
         assert_clean(result)
         return result
 
-    def popen(
-        self, *args: str, cwd: Path, env: Mapping[str, str] | None = None
-    ) -> subprocess.Popen[str]:
-        """Start hutch in its own process group, as a shell would a foreground job."""
+    def popen(self, *args: str, cwd: Path, env: Mapping[str, str] | None = None) -> Running:
+        """Start hutch in its own process group, as a shell would a foreground job.
+
+        Output goes to files, not pipes: after a SIGKILL the engine client that
+        hutch started lives on and would hold a pipe open.
+        """
         argv, process_env = self.command(args, env)
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=process_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            process_group=0,
-        )
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        index = len(list(logs.glob("*.out")))
+        out, err = logs / f"{index}.out", logs / f"{index}.err"
+        with out.open("wb") as out_file, err.open("wb") as err_file:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=process_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_file,
+                stderr=err_file,
+                process_group=0,
+            )
+        return Running(proc, out, err)
 
 
-def stop_process(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.communicate(timeout=30)
+@dataclass
+class Running:
+    """A hutch process started in the background."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def signal_group(self, signum: int) -> None:
+        """What a terminal does on Ctrl-C: signal the whole foreground job."""
+        os.killpg(self.proc.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Make sure it is gone (after a failed assertion, say)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
+
+    def terminate(self, timeout: float = 20) -> None:
+        """SIGTERM, as a service manager would, then make sure it is gone."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop()
+
 
 
 @dataclass(frozen=True)

@@ -89,3 +89,17 @@ def test_doctor(hutch: Hutch, project: Path) -> None:
     assert any(re.match(r"\[ok\] docker daemon answers \(server .+\)$", line) for line in lines)
     assert "[ok] base image debian:bookworm-slim present" in lines
     assert any(line.startswith("[ok] host CA certificates trusted in the image:") for line in lines)
+
+
+def test_config_show_names_origins(hutch: Hutch, project: Path) -> None:
+    config = project / "hutch.toml"
+    config.write_text('version = 1\n[sandbox]\nmemory = "4g"\n')
+    result = hutch.run("config", "show", cwd=project)
+    assert result.returncode == 0, result.stderr
+    values = {}
+    for line in result.stdout.splitlines():
+        key, _, rest = line.partition("=")
+        value, _, origin = rest.partition("  # ")
+        values[key.strip()] = (value.strip(), origin)
+    assert values["sandbox.memory"] == ('"4g"', f"project config {config}")
+    assert values["network.mode"] == ('"allowlist"', "default")

@@ -3,27 +3,28 @@ is reaped by gc and by the next start, sessions in one project do not collide.""
 
 from __future__ import annotations
 
+import shutil
 import signal
-import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .support import Hutch, project_containers, stop_process, wait_for
+from .support import Hutch, Running, project_containers, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def start_sleeper(hutch: Hutch, project: Path, seconds: int = 300) -> subprocess.Popen[str]:
+def start_sleeper(hutch: Hutch, project: Path, seconds: int = 300) -> Running:
     return hutch.popen("-q", "exec", "--", "sleep", str(seconds), cwd=project)
 
 
-def container_of(proc: subprocess.Popen[str], project: Path) -> dict[str, object]:
+def container_of(proc: Running, project: Path) -> dict[str, object]:
     """The running container started by this hutch process (its pid is a label)."""
 
     def find() -> dict[str, object] | None:
-        assert proc.poll() is None, f"hutch exited early: {proc.communicate()}"
+        assert proc.poll() is None, f"hutch exited early: {proc.stderr}"
         for item in project_containers(project):
             if item["Config"]["Labels"].get("io.hutch.pid") == str(proc.pid):  # type: ignore[index]
                 return item
@@ -42,42 +43,82 @@ def gone(project: Path) -> bool:
 def test_signal_removes_container(hutch: Hutch, project: Path, signum: int) -> None:
     proc = start_sleeper(hutch, project)
     try:
-        container_of(proc, project)
+        session = container_of(proc, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
         started = time.monotonic()
-        proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=15)
+        proc.signal_group(signum)
+        status = proc.wait(timeout=15)
         assert time.monotonic() - started < 15
-        assert "Traceback" not in stderr
-        assert proc.returncode == 128 + signum, stderr
+        assert "Traceback" not in proc.stderr
+        assert status == 128 + signum, proc.stderr
         wait_for(lambda: gone(project), 15, "the container to be removed")
+        assert host_leftovers(session) == []
     finally:
-        stop_process(proc)
+        proc.stop()
 
 
-def _kill_hard(hutch: Hutch, project: Path) -> str:
+def _kill_hard(hutch: Hutch, project: Path) -> tuple[str, str]:
+    """SIGKILL a hutch mid-session; returns its container name and session id."""
     proc = start_sleeper(hutch, project)
     try:
-        name = str(container_of(proc, project)["Name"]).lstrip("/")
+        item = container_of(proc, project)
+        name = str(item["Name"]).lstrip("/")
+        session = item["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=15)
+        proc.wait(timeout=15)
     finally:
-        stop_process(proc)
+        proc.stop()
     time.sleep(1)
     # Nobody cleaned up: the sandbox outlives its hutch.
     assert [c["Name"] for c in project_containers(project)] == [f"/{name}"]
-    return name
+    return name, session
 
 
-def test_killed_session_reaped_by_gc(hutch: Hutch, project: Path) -> None:
-    name = _kill_hard(hutch, project)
+def host_leftovers(session: str) -> list[Path]:
+    """What hutch keeps on the host only while a session runs (the egress socket
+    dir; in /tmp, as the test environment sets neither TMPDIR nor XDG_RUNTIME_DIR)."""
+    return sorted(Path("/tmp").glob(f"hutch-{session}-*"))
+
+
+@pytest.fixture
+def kill_hard(hutch: Hutch, project: Path) -> Iterator[Callable[[], tuple[str, str]]]:
+    """SIGKILLs a session's hutch; removes the host leftovers afterwards, so
+    that a failing test does not leave them behind in /tmp."""
+    sessions: list[str] = []
+
+    def kill() -> tuple[str, str]:
+        name, session = _kill_hard(hutch, project)
+        sessions.append(session)
+        return name, session
+
+    yield kill
+    for session in sessions:
+        for path in host_leftovers(session):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def test_killed_session_reaped_by_gc(
+    hutch: Hutch, project: Path, kill_hard: Callable[[], tuple[str, str]]
+) -> None:
+    name, _ = kill_hard()
     result = hutch.run("gc", cwd=project)
     assert result.returncode == 0, result.stderr
     assert name in result.stderr
     wait_for(lambda: gone(project), 15, "gc to remove the container")
 
 
-def test_killed_session_reaped_by_next_start(hutch: Hutch, project: Path) -> None:
-    _kill_hard(hutch, project)
+def test_killed_session_host_leftovers_reaped_by_gc(
+    hutch: Hutch, project: Path, kill_hard: Callable[[], tuple[str, str]]
+) -> None:
+    _, session = kill_hard()
+    result = hutch.run("gc", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert host_leftovers(session) == []
+
+
+def test_killed_session_reaped_by_next_start(
+    hutch: Hutch, project: Path, kill_hard: Callable[[], tuple[str, str]]
+) -> None:
+    kill_hard()
     result = hutch.run("-q", "exec", "--", "true", cwd=project)
     assert result.returncode == 0, result.stderr
     wait_for(lambda: gone(project), 15, "the next start to remove the container")
@@ -101,11 +142,10 @@ def test_concurrent_sessions(hutch: Hutch, project: Path) -> None:
         assert len(sessions) == 2
         assert _ps_sessions(hutch, project) == sessions
         for proc in procs:
-            _, stderr = proc.communicate(timeout=60)
-            assert proc.returncode == 0, stderr
+            assert proc.wait(timeout=60) == 0, proc.stderr
     finally:
         for proc in procs:
-            stop_process(proc)
+            proc.stop()
     wait_for(lambda: gone(project), 15, "both containers to be removed")
 
 
@@ -119,19 +159,12 @@ def test_stop_one_session(hutch: Hutch, project: Path) -> None:
 
         result = hutch.run("stop", victim, cwd=project)
         assert result.returncode == 0, result.stderr
-        _, stderr = first.communicate(timeout=30)
-        assert first.returncode != 0, stderr
-        assert "Traceback" not in stderr
+        assert first.wait(timeout=30) != 0, first.stderr
+        assert "Traceback" not in first.stderr
         # The other session is untouched.
         assert second.poll() is None
         assert _ps_sessions(hutch, project) == {survivor}
     finally:
         for proc in (first, second):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            stop_process(proc)
+            proc.terminate()
     wait_for(lambda: gone(project), 15, "both containers to be removed")

@@ -3,11 +3,11 @@ the only host paths inside are the project and hutch's own files."""
 
 from __future__ import annotations
 
-import signal
+from pathlib import Path
 
 import pytest
 
-from .support import Hutch, project_containers, stop_process, wait_for
+from .support import Hutch, project_containers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +31,24 @@ def test_odd_project_path(hutch: Hutch, name: str) -> None:
         mounts = found[0]["Mounts"]
         assert isinstance(mounts, list)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            stop_process(proc)
+        proc.terminate()
 
+    session = found[0]["Config"]["Labels"]["io.hutch.session"]
     binds = {(m["Source"], m["Destination"], m["RW"]) for m in mounts}
     assert all(m["Type"] == "bind" for m in mounts), mounts
     assert len(binds) == len(mounts)
-    data = hutch.data / "hutch"
     assert [b for b in binds if b[0] == str(project)] == [(str(project), str(project), True)]
-    # Besides the project: the agent home and the generated identity files, all
-    # hutch's own, and nothing else from the host.
-    others = {b for b in binds if b[0] != str(project)}
-    assert {(dst, rw) for _, dst, rw in others} == {
+    # Besides the project: the agent home, the generated identity files and
+    # (in allowlist mode) the egress socket directory, all hutch's own.
+    data = f"{hutch.data / 'hutch'}/"
+    others = {(dst, rw): src for src, dst, rw in binds if src != str(project)}
+    assert len(others) == len(binds) - 1
+    assert set(others) - {("/run/hutch", True)} == {
         ("/home/hutch", True),
         ("/etc/passwd", False),
         ("/etc/group", False),
     }
-    for source, _, _ in others:
-        assert source.startswith(f"{data}/"), source
-    assert not any(dst in ("/hostetc", "/etc") and src == "/etc" for src, dst, _ in binds)
+    for key in (("/home/hutch", True), ("/etc/passwd", False), ("/etc/group", False)):
+        assert others[key].startswith(data), others[key]
+    if ("/run/hutch", True) in others:
+        assert Path(others[("/run/hutch", True)]).name.startswith(f"hutch-{session}-")

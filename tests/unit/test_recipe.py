@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hutch.agents import BUILTIN
 from hutch.image.recipe import render
 
@@ -37,7 +35,7 @@ def test_tag_is_content_hash() -> None:
         render(CLAUDE, "2.1.0", "debian:bookworm-slim", npm=("typescript",)),
         render(CLAUDE, "2.1.0", "debian:bookworm-slim", pip=("black",)),
         render(CLAUDE, "2.1.0", "debian:bookworm-slim", ca_files=(("a.crt", b"x"),)),
-        render(replace(CLAUDE, package="@other/pkg"), "2.1.0", "debian:bookworm-slim"),
+        render(CLAUDE._replace(package="@other/pkg"), "2.1.0", "debian:bookworm-slim"),
     ]
     tags = {r.tag for r in changed}
     assert a.tag not in tags and len(tags) == len(changed)

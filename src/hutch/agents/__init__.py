@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hutch.config.schema import ConfigValue
 from hutch.errors import ConfigError, UsageError
 
 
-@dataclass(frozen=True)
-class AgentDef:
+class AgentDef(NamedTuple):
     name: str
     title: str
     install: str  # "npm" | "pip"

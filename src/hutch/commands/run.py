@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hutch import session
 from hutch.plan import build_run_plan
 from hutch.session import Workspace
 
 
-@dataclass(frozen=True)
-class RunRequest:
+class RunRequest(NamedTuple):
     agent: str | None
     command: tuple[str, ...]  # empty: the agent itself
     user_args: tuple[str, ...]

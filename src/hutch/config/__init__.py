@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.config.load import Layer, Merged, merge, parse_file
 from hutch.config.schema import ConfigValue
 from hutch.paths import CONFIG_NAME, Dirs
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     agent: str
     engine: str
     base: str

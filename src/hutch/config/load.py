@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
@@ -16,17 +16,15 @@ SUPPORTED_VERSION = 1
 ADDITIVE = frozenset({"network.allow", "sandbox.env", "sandbox.mounts"})
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One source of settings: flat keys to validated values."""
 
     origin: str
     values: Mapping[str, ConfigValue]
-    agents: Mapping[str, Mapping[str, ConfigValue]] = field(default_factory=dict)
+    agents: Mapping[str, Mapping[str, ConfigValue]] = {}
 
 
-@dataclass(frozen=True)
-class Merged:
+class Merged(NamedTuple):
     values: Mapping[str, ConfigValue]
     origins: Mapping[str, str]
     agents: Mapping[str, Mapping[str, ConfigValue]]

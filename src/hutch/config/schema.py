@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hutch.errors import ConfigError
 
@@ -175,8 +175,7 @@ def mask_patterns(value: object, where: str) -> tuple[str, ...]:
     return entries
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     validate: Validator
     default: ConfigValue
     doc: str

@@ -6,7 +6,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hutch import process
 from hutch.errors import EngineUnavailable
@@ -15,8 +15,7 @@ from hutch.plan import Mount, RunPlan
 MANAGED = "io.hutch.managed=true"
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(NamedTuple):
     id: str
     name: str
     state: str
@@ -28,8 +27,7 @@ class Container:
         return self.labels.get("io.hutch.session", "")
 
 
-@dataclass(frozen=True)
-class BuildCommand:
+class BuildCommand(NamedTuple):
     argv: tuple[str, ...]
     env: Mapping[str, str]
     buildkit: bool

@@ -7,8 +7,8 @@ recipe is reused without a build and a changed one gets a new tag.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.agents import AgentDef
 
@@ -39,15 +39,13 @@ ENTRYPOINT = "/usr/local/bin/hutch-entrypoint"
 HOME = "/home/hutch"
 
 
-@dataclass(frozen=True)
-class ContextFile:
+class ContextFile(NamedTuple):
     path: str
     content: bytes
     mode: int
 
 
-@dataclass(frozen=True)
-class Recipe:
+class Recipe(NamedTuple):
     agent: str
     agent_version: str
     dockerfile: str

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hutch.agents import AgentDef
 
@@ -23,8 +23,7 @@ class LookupFailed(Exception):
     """The registry could not be asked or did not answer sensibly."""
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
     version: str
     checked: float
 

@@ -21,8 +21,8 @@ import fnmatch
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     # dotenv files and their per-environment variants
@@ -80,8 +80,7 @@ DEFAULT_UNMASK_PATTERNS: tuple[str, ...] = (
 _WILDCARDS = frozenset("*?[")
 
 
-@dataclass(frozen=True)
-class ScanResult:
+class ScanResult(NamedTuple):
     """What to mask in one project, as sorted POSIX paths relative to its root.
 
     ``files``: non-directories to cover with an empty read-only file.

@@ -15,7 +15,6 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeVar
 
@@ -80,8 +79,7 @@ _T = TypeVar("_T")
 # What to bind read-only
 
 
-@dataclass(frozen=True)
-class ProtectedSurface:
+class ProtectedSurface(NamedTuple):
     """Protected paths that exist in one project, relative to its root.
 
     ``paths`` can be bound read-only as they are. ``symlinks`` are the links
@@ -283,8 +281,7 @@ _TYPE_CODES: dict[str, EntryType] = {"f": "file", "d": "dir", "l": "link", "o": 
 _CODE_OF: dict[str, str] = {v: k for k, v in _TYPE_CODES.items()}
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """The project's metadata at one moment; ``entries`` keyed by POSIX path
     relative to ``root``. ``skipped`` lists directories that could not be read."""
 
@@ -483,8 +480,7 @@ def _sha256(path: str) -> str | None:
 # The report
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One finding of :func:`diff`: what kind, where (relative to the root), and
     a short human detail."""
 

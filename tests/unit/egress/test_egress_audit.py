@@ -10,9 +10,7 @@ import pytest
 from hutch.egress.audit import AuditLog, AuditReadError, format_summary, read_events, summarise
 
 
-def record(
-    log: AuditLog, host: str, decision: str = "allow", *, up: int = 0, down: int = 0
-) -> None:
+def record(log: AuditLog, host: str, decision: str = "allow", *, up: int = 0, down: int = 0) -> None:
     log.record(
         host=host,
         port=443,
@@ -34,8 +32,16 @@ def test_record_writes_one_json_line_per_event(tmp_path: Path) -> None:
     assert len(lines) == 2
     first = json.loads(lines[0])
     assert set(first) == {
-        "time", "session", "host", "port", "decision", "reason", "rule",
-        "bytes_up", "bytes_down", "method",
+        "time",
+        "session",
+        "host",
+        "port",
+        "decision",
+        "reason",
+        "rule",
+        "bytes_up",
+        "bytes_down",
+        "method",
     }
     assert first["session"] == "s1" and first["bytes_up"] == 10 and first["bytes_down"] == 20
     assert first["time"].endswith("Z") and "T" in first["time"]

@@ -18,8 +18,7 @@ from hutch.egress.http import (
 
 def test_parse_connect_head() -> None:
     head = parse_request_head(
-        b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n"
-        b"User-Agent: curl/8\r\n\r\n"
+        b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\nUser-Agent: curl/8\r\n\r\n"
     )
     assert (head.method, head.target, head.version) == ("CONNECT", "api.example.com:443", "HTTP/1.1")
     assert head.header("host") == ["api.example.com:443"]
@@ -40,8 +39,17 @@ def test_connect_targets(target: str, expected: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["a.example", "a.example:", "a.example:0", "a.example:65536", ":443", "u@a.example:443",
-     "[::1", "[::1]x:1", "a.example:4x3"],
+    [
+        "a.example",
+        "a.example:",
+        "a.example:0",
+        "a.example:65536",
+        ":443",
+        "u@a.example:443",
+        "[::1",
+        "[::1]x:1",
+        "a.example:4x3",
+    ],
 )
 def test_bad_connect_targets(target: str) -> None:
     with pytest.raises(HttpParseError):
@@ -64,8 +72,15 @@ def test_absolute_targets(target: str, expected: AbsoluteTarget) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["/path", "*", "https://a.example/", "ftp://a.example/", "http:///x", "http://u:p@a.example/",
-     "http://a.example:0/"],
+    [
+        "/path",
+        "*",
+        "https://a.example/",
+        "ftp://a.example/",
+        "http:///x",
+        "http://u:p@a.example/",
+        "http://a.example:0/",
+    ],
 )
 def test_bad_absolute_targets(target: str) -> None:
     with pytest.raises(HttpParseError):
@@ -151,9 +166,7 @@ value = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=
     headers=st.lists(st.tuples(token, value), max_size=8),
     junk=st.binary(max_size=30),
 )
-def test_structured_heads(
-    method: str, path: str, headers: list[tuple[str, str]], junk: bytes
-) -> None:
+def test_structured_heads(method: str, path: str, headers: list[tuple[str, str]], junk: bytes) -> None:
     raw = f"{method} http://a.example/{path} HTTP/1.1\r\n"
     raw += "".join(f"{name}: {val}\r\n" for name, val in headers) + "\r\n"
     for data in (raw.encode(), raw.encode()[: len(raw) // 2] + junk):

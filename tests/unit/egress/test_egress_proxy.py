@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -45,9 +46,7 @@ class EchoServer:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self._echo, "127.0.0.1", 0, backlog=4096)
-        )
+        server = self.loop.run_until_complete(asyncio.start_server(self._echo, "127.0.0.1", 0, backlog=4096))
         self.port = server.sockets[0].getsockname()[1]
         started.set()
         self.loop.run_forever()
@@ -75,7 +74,7 @@ class EchoServer:
 
 
 class Origin(BaseHTTPRequestHandler):
-    seen: list[tuple[str, dict[str, str], bytes]] = []
+    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
     def _reply(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
@@ -90,8 +89,16 @@ class Origin(BaseHTTPRequestHandler):
     do_GET = _reply
     do_POST = _reply
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # stdlib's name
+    def log_message(self, format: str, *args: object) -> None:  # the stdlib names it so
         pass
+
+
+@pytest.fixture(autouse=True)
+def no_handler_failures(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A connection handler that dies with an unexpected error is a bug, even if the test passed."""
+    yield
+    failures = [r for r in caplog.records if r.name == "hutch.egress" and r.levelname == "ERROR"]
+    assert not failures, [r.getMessage() for r in failures]
 
 
 @pytest.fixture
@@ -139,9 +146,7 @@ class Harness:
         connect_timeout: float = 5.0,
     ) -> EgressProxy:
         n = len(self.proxies)
-        policy = Policy.from_config(
-            mode, allow, private or [], resolver=table_resolver(table or {})
-        )
+        policy = Policy.from_config(mode, allow, private or [], resolver=table_resolver(table or {}))
         audit = AuditLog(self.tmp_path / f"audit{n}.jsonl", f"session{n}")
         proxy = EgressProxy(
             policy,
@@ -266,9 +271,7 @@ def test_connect_allowed_echoes_and_audits_byte_counts(harness: Harness, echo: E
     assert event.session == "session0"
 
 
-def test_connect_denied_ip_literal_with_positive_control(
-    harness: Harness, echo: EchoServer
-) -> None:
+def test_connect_denied_ip_literal_with_positive_control(harness: Harness, echo: EchoServer) -> None:
     allowed = harness.start([f"127.0.0.1:{echo.port}"])
     sock, head = connect(allowed, f"127.0.0.1:{echo.port}")
     assert head.startswith(b"HTTP/1.1 200")
@@ -317,9 +320,7 @@ def test_connect_name_not_listed_and_listed(harness: Harness, echo: EchoServer) 
     )
 
 
-def test_connect_name_resolving_to_private_needs_allow_private(
-    harness: Harness, echo: EchoServer
-) -> None:
+def test_connect_name_resolving_to_private_needs_allow_private(harness: Harness, echo: EchoServer) -> None:
     table = {"svc.test": ["127.0.0.1"]}
     plain = harness.start([f"svc.test:{echo.port}"], table=table)
     head, body = refused(plain, f"CONNECT svc.test:{echo.port} HTTP/1.1\r\n\r\n".encode())
@@ -503,8 +504,7 @@ def test_plain_http_post_streams_the_body(harness: Harness, origin: int) -> None
     proxy = harness.start([f"127.0.0.1:{origin}"])
     sock = dial(proxy)
     sock.sendall(
-        f"POST http://127.0.0.1:{origin}/up HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
+        f"POST http://127.0.0.1:{origin}/up HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
     )
     response = read_to_eof(sock)
     sock.close()
@@ -660,9 +660,7 @@ def test_garbage_flood_does_not_break_the_proxy(harness: Harness, echo: EchoServ
     assert wait_until(lambda: proxy.open_connections == 0)
 
 
-def test_stop_closes_open_tunnels_and_removes_the_socket(
-    harness: Harness, echo: EchoServer
-) -> None:
+def test_stop_closes_open_tunnels_and_removes_the_socket(harness: Harness, echo: EchoServer) -> None:
     proxy = harness.start([f"127.0.0.1:{echo.port}"])
     path = proxy.socket_path
     assert stat.S_ISSOCK(path.lstat().st_mode)

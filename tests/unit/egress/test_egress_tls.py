@@ -111,9 +111,7 @@ def test_duplicate_extensions_are_rejected() -> None:
         parse_client_hello(client_hello("a.example", extensions=[(0, vec(2, b"\x00" + vec(2, b"b")))]))
 
 
-@pytest.mark.parametrize(
-    "name", [b"", "bücher".encode()], ids=["empty", "non-ascii"]
-)
+@pytest.mark.parametrize("name", [b"", "bücher".encode()], ids=["empty", "non-ascii"])
 def test_bad_host_names_are_rejected(name: bytes) -> None:
     with pytest.raises(ClientHelloError):
         parse_client_hello(client_hello(None, extensions=[sni_extension(name)]))
