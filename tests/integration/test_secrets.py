@@ -135,3 +135,31 @@ def test_host_files_stay_unchanged(hutch: Hutch, project: Path) -> None:
     after = os.stat(secret)
     assert secret.read_text() == CANARY
     assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
+
+
+def test_no_agent_sockets_or_credential_helpers_inside(
+    hutch: Hutch, project: Path, tmp_path: Path
+) -> None:
+    import socket as socketlib
+
+    agent_socket = tmp_path / "agent.sock"
+    server = socketlib.socket(socketlib.AF_UNIX)
+    server.bind(str(agent_socket))
+    env = hutch.env(SSH_AUTH_SOCK=str(agent_socket), GPG_AGENT_INFO=str(agent_socket))
+    probe = (
+        'echo "ssh=${SSH_AUTH_SOCK:-none} gpg=${GPG_AGENT_INFO:-none}"; '
+        f"test -S '{agent_socket}' && echo SOCKET; "
+        "git config --get credential.helper || echo nohelper; "
+        "ls /var/run/docker.sock /run/docker.sock /run/podman/podman.sock 2>/dev/null || echo noengine"
+    )
+    result = hutch.run("exec", "--network", "none", "--", "sh", "-c", probe, cwd=project, env=env)
+    server.close()
+    assert "ssh=none gpg=none" in result.stdout
+    assert "SOCKET" not in result.stdout
+    assert "nohelper" in result.stdout and "noengine" in result.stdout
+    # Control: naming the variable lets the value in (the socket itself still stays out).
+    named = hutch.run(
+        "exec", "--network", "none", "--env", "SSH_AUTH_SOCK", "--", "sh", "-c", probe,
+        cwd=project, env=env,
+    )  # fmt: skip
+    assert f"ssh={agent_socket}" in named.stdout and "SOCKET" not in named.stdout
