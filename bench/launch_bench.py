@@ -1,10 +1,13 @@
 """Launch cost: `hutch exec -- true` against a bare `docker run` of the same image.
 
-Paired runs, alternating which goes first, in one process; prints medians and
-the ratio. The bare run uses the same image and the same mounts that hutch's
---dry-run prints, so the ratio is what hutch itself adds.
+Interleaved runs in one process, rotating which command goes first in each
+round; prints medians and the median of the per-round ratios. The bare run is
+the engine command that hutch's --dry-run prints (same image, mounts and flags)
+minus hutch, so the ratio is what hutch itself adds.
 
-    python bench/launch_bench.py [--runs 15] [--network open|allowlist] [--json PATH]
+    python bench/launch_bench.py [--runs 15] [--network open|allowlist|none ...] [--json PATH]
+
+`bench/run` imports measure() from here; the command line is for a quick look.
 """
 
 from __future__ import annotations
@@ -18,73 +21,136 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HUTCH = str(Path(sys.executable).parent / "hutch")
+RUN_TIMEOUT = 120.0  # seconds for one launch; a hung engine fails the bench
+BUILD_TIMEOUT = 1800.0
+PROXY_MOUNT_TARGET = "/run/hutch"
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def isolated_env(root: Path) -> dict[str, str]:
+    """The caller's environment with hutch's XDG directories under root."""
+    env = dict(os.environ)
+    for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"),
+                     ("XDG_CONFIG_HOME", "config")):  # fmt: skip
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        env[var] = str(root / sub)
+    return env
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = RUN_TIMEOUT) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, cwd=cwd, check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     return time.perf_counter() - start
 
 
-def bare_argv(hutch_env: dict[str, str], project: Path, network: str) -> list[str]:
-    """The engine command hutch would run, minus hutch: same image, mounts and flags."""
+def bare_argv(hutch_env: dict[str, str], project: Path, network: str, socket_dir: Path) -> list[str]:
+    """The engine command hutch would run, minus hutch: same image, mounts and flags.
+
+    In allowlist mode the dry run names a proxy socket directory that it then
+    removes; the bare run mounts socket_dir there instead (nothing listens in it).
+    """
     out = subprocess.run(
         [HUTCH, "exec", "--network", network, "--dry-run", "--", "true"],
         env=hutch_env, cwd=project, check=True, capture_output=True, text=True,
+        timeout=RUN_TIMEOUT,
     ).stdout.strip().splitlines()[-1]  # fmt: skip
     argv = shlex.split(out)
-    # Fresh container name per run, like hutch does.
+    # A fresh container name per run, as hutch makes one: drop the fixed one.
     name_at = argv.index("--name")
     del argv[name_at : name_at + 2]
+    for i, arg in enumerate(argv):
+        if arg.startswith("type=bind,") and f"target={PROXY_MOUNT_TARGET}" in arg.split(","):
+            argv[i] = f"type=bind,source={socket_dir},target={PROXY_MOUNT_TARGET}"
     return argv
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--network", default="open", choices=("open", "allowlist", "none"))
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def interleaved(
+    commands: dict[str, list[str]], runs: int, env: dict[str, str], cwd: Path, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Time every command once per round, rotating the order so that no command
+    always runs first (or right after the same neighbour)."""
+    names = list(commands)
+    for _ in range(warmup):
+        for name in names:
+            timed(commands[name], env, cwd)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(runs):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        if (i // len(names)) % 2:
+            order.reverse()
+        for name in order:
+            samples[name].append(timed(commands[name], env, cwd))
+    return samples
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median of the per-round ratios: drift in machine load cancels within a round."""
+    return statistics.median(n / d for n, d in zip(num, den, strict=True))
+
+
+@dataclass(frozen=True)
+class Launch:
+    image: str
+    runs: int
+    samples: dict[str, list[float]]  # "hutch open", "bare open", "hutch allowlist", ...
+    bare_argv: dict[str, list[str]]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def ratio(self, hutch: str, bare: str) -> float:
+        return paired_ratio(self.samples[hutch], self.samples[bare])
+
+
+def measure(runs: int, networks: tuple[str, ...] = ("open",)) -> Launch:
+    """Paired launches of hutch and the bare engine for each network mode,
+    in a fresh project with hutch's XDG directories in a temp dir."""
     with tempfile.TemporaryDirectory(prefix="hutch-bench-") as tmp:
         root = Path(tmp)
         project = root / "project"
         project.mkdir()
-        env = dict(os.environ)
-        for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"),
-                         ("XDG_CONFIG_HOME", "config")):  # fmt: skip
-            env[var] = str(root / sub)
-        subprocess.run([HUTCH, "-q", "build"], env=env, cwd=project, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        bare = bare_argv(env, project, args.network)
-        hutch = [HUTCH, "-q", "exec", "--network", args.network, "--", "true"]
-        # Warm both paths once.
-        timed(bare, env)
-        timed(hutch, env | {"PWD": str(project)})
-        hutch_times: list[float] = []
-        bare_times: list[float] = []
-        os.chdir(project)
-        for i in range(args.runs):
-            pair = [(hutch, hutch_times), (bare, bare_times)]
-            if i % 2:
-                pair.reverse()
-            for argv, sink in pair:
-                sink.append(timed(argv, env))
-        ratios = [h / b for h, b in zip(hutch_times, bare_times, strict=True)]
-    result = {
-        "metric": f"launch ({args.network})",
-        "hutch_median_s": statistics.median(hutch_times),
-        "bare_median_s": statistics.median(bare_times),
-        "ratio_median_of_pairs": statistics.median(ratios),
-        "runs": args.runs,
-    }
-    print(f"hutch exec --network {args.network} -- true: median {result['hutch_median_s']:.3f}s")
-    print(f"bare docker run (same image, mounts):      median {result['bare_median_s']:.3f}s")
-    print(f"ratio (median of paired runs):              {result['ratio_median_of_pairs']:.2f}")
+        socket_dir = root / "sock"
+        socket_dir.mkdir()
+        env = isolated_env(root)
+        image = subprocess.run(
+            [HUTCH, "-q", "build"], env=env, cwd=project, check=True, text=True,
+            stdout=subprocess.PIPE, timeout=BUILD_TIMEOUT,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        commands: dict[str, list[str]] = {}
+        bare: dict[str, list[str]] = {}
+        for network in networks:
+            commands[f"hutch {network}"] = [HUTCH, "-q", "exec", "--network", network, "--", "true"]
+            bare[network] = bare_argv(env, project, network, socket_dir)
+            commands[f"bare {network}"] = bare[network]
+        samples = interleaved(commands, runs, env | {"PWD": str(project)}, project)
+    return Launch(image, runs, samples, bare)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--network", action="append", choices=("open", "allowlist", "none"),
+                        help="repeatable; default: open")  # fmt: skip
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    networks = tuple(args.network or ["open"])
+    result = measure(args.runs, networks)
+    report: dict[str, object] = {"image": result.image, "runs": result.runs}
+    for network in networks:
+        h, b = f"hutch {network}", f"bare {network}"
+        ratio = result.ratio(h, b)
+        print(f"hutch exec --network {network} -- true: median {result.median(h):.3f}s")
+        print(f"bare docker run (same image, mounts):  median {result.median(b):.3f}s")
+        print(f"ratio (median of paired runs):          {ratio:.2f}")
+        report[network] = {"hutch_median_s": result.median(h), "bare_median_s": result.median(b),
+                           "ratio_median_of_pairs": ratio}  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        report["samples"] = asdict(result)["samples"]
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -124,7 +124,8 @@ def recipe_for(ws: Workspace, agent: AgentDef, refresh: bool = False) -> Recipe:
 
 
 def _marker(ws: Workspace, recipe: Recipe) -> Path:
-    return ws.dirs.state / "images" / recipe.digest
+    # Per engine: an image built by Docker is not in Podman's storage.
+    return ws.dirs.state / "images" / ws.engine.name / recipe.digest
 
 
 def ensure_image(

@@ -51,10 +51,23 @@ def test_home_as_project_refused(hutch: Hutch, project: Path) -> None:
     assert "home directory" in result.stderr
 
 
+def only_docker_on_path(hutch: Hutch) -> str:
+    """A PATH with the docker client and nothing else (no podman, whatever the host has)."""
+    found = shutil.which("docker")
+    assert found, "docker must be on PATH for the integration tests"
+    bin_dir = hutch.root / "docker-only-bin"
+    bin_dir.mkdir(exist_ok=True)
+    link = bin_dir / "docker"
+    if not link.exists():
+        link.symlink_to(found)
+    return str(bin_dir)
+
+
 def test_podman_unavailable(hutch: Hutch, project: Path) -> None:
-    assert shutil.which("podman") is None, "this test expects podman to be absent"
-    result = exec_true(hutch, project, "--engine", "podman")
+    env = hutch.env(PATH=only_docker_on_path(hutch))
+    result = exec_true(hutch, project, "--engine", "podman", env=env)
     assert result.returncode == 4, result.stderr
+    assert "podman" in result.stderr
     assert "hint:" in result.stderr
 
 
@@ -63,10 +76,25 @@ def test_docker_not_on_path(hutch: Hutch, project: Path, engine: str | None) -> 
     empty = hutch.root / "empty-bin"
     empty.mkdir(exist_ok=True)
     flags = ("--engine", engine) if engine else ()
-    result = exec_true(hutch, project, *flags, env=hutch.env(PATH=str(empty)))
+    tmp = hutch.root / "tmp"  # keeps /tmp clean whatever hutch leaves (see below)
+    tmp.mkdir()
+    result = exec_true(hutch, project, *flags, env=hutch.env(PATH=str(empty), TMPDIR=str(tmp)))
     assert result.returncode == 4, result.stderr
     assert "not found on PATH" in result.stderr or "no container engine" in result.stderr
     assert "hint:" in result.stderr
+
+
+def test_setup_failure_leaves_no_host_files(hutch: Hutch, project: Path) -> None:
+    """A session that fails before its sandbox starts (here: no engine client)
+    leaves nothing behind in the temp dir (the egress socket dir lives there)."""
+    empty = hutch.root / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    tmp = hutch.root / "tmp"
+    tmp.mkdir()
+    env = hutch.env(PATH=str(empty), TMPDIR=str(tmp))
+    result = exec_true(hutch, project, "--engine", "docker", env=env)
+    assert result.returncode == 4, result.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == []
 
 
 def _build_leftovers() -> set[str]:

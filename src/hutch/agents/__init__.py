@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -28,6 +29,9 @@ class AgentDef(NamedTuple):
     login_hint: str = ""
     pinned_version: str | None = None
     builtin: bool = True
+    # Node.js major version for an npm agent that does not run on the base's
+    # own Node.js; installed with the agent, from the npm registry's `node` package.
+    node: str | None = None
 
 
 BUILTIN: dict[str, AgentDef] = {
@@ -39,12 +43,25 @@ BUILTIN: dict[str, AgentDef] = {
         command="claude",
         run_args=("--dangerously-skip-permissions",),
         home_paths=(".claude", ".claude.json"),
-        key_env=("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),
+        key_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
         # Claude Code refuses to skip its prompts as UID 0 unless told that it
         # runs in a sandbox; hutch is one (host root maps to a capability-less UID 0).
         fixed_env=(("IS_SANDBOX", "1"), ("DISABLE_AUTOUPDATER", "1")),
-        allow=("api.anthropic.com", "console.anthropic.com", "claude.ai", "statsig.anthropic.com"),
-        login_hint="run `hutch` and follow the login link, or name ANTHROPIC_API_KEY in [sandbox] env",
+        # The API; OAuth token exchange (platform.claude.com since 2.1, console.
+        # anthropic.com before); claude.ai for WebFetch's domain check; telemetry.
+        allow=(
+            "api.anthropic.com",
+            "platform.claude.com",
+            "console.anthropic.com",
+            "claude.ai",
+            "statsig.anthropic.com",
+        ),
+        login_hint=(
+            "run `hutch` and open the login link it prints, or name ANTHROPIC_API_KEY "
+            "(or CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`) in [sandbox] env"
+        ),
+        # The package's engines field asks for Node 22, but its postinstall only
+        # copies a native binary into place: the base's Node.js 18 runs that fine.
     ),
     "codex": AgentDef(
         name="codex",
@@ -52,11 +69,16 @@ BUILTIN: dict[str, AgentDef] = {
         install="npm",
         package="@openai/codex",
         command="codex",
+        # A native binary behind a small launcher (engines: node >= 16).
         run_args=("--dangerously-bypass-approvals-and-sandbox",),
         home_paths=(".codex",),
-        key_env=("OPENAI_API_KEY",),
+        key_env=("OPENAI_API_KEY", "CODEX_API_KEY"),
         allow=("api.openai.com", "auth.openai.com", "chatgpt.com"),
-        login_hint="run `hutch run codex` and sign in, or name OPENAI_API_KEY in [sandbox] env",
+        # The browser login redirects to a port on localhost, which the host's
+        # browser cannot reach inside the sandbox; the device code flow needs none.
+        login_hint=(
+            "run `hutch run codex -- login --device-auth`, or name OPENAI_API_KEY in [sandbox] env"
+        ),
     ),
     "gemini": AgentDef(
         name="gemini",
@@ -67,13 +89,21 @@ BUILTIN: dict[str, AgentDef] = {
         run_args=("--yolo",),
         home_paths=(".gemini",),
         key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        # No browser inside: Google sign-in prints a link and asks for the code.
+        fixed_env=(("NO_BROWSER", "true"),),
         allow=(
             "generativelanguage.googleapis.com",
             "cloudcode-pa.googleapis.com",
             "oauth2.googleapis.com",
             "accounts.google.com",
         ),
-        login_hint="name GEMINI_API_KEY in [sandbox] env, or sign in with Google on first run",
+        login_hint=(
+            "name GEMINI_API_KEY in [sandbox] env, or run `hutch run gemini`, "
+            "open the Google sign-in link and paste the code back"
+        ),
+        # Plain JavaScript that needs Node 20 (fails on 18 with "Invalid regular
+        # expression flags"); the last release for Node 18 is 0.1.9, far too old.
+        node="24",
     ),
     "opencode": AgentDef(
         name="opencode",
@@ -81,10 +111,20 @@ BUILTIN: dict[str, AgentDef] = {
         install="npm",
         package="opencode-ai",
         command="opencode",
+        # opencode's `--auto` is an option of the TUI command only (`opencode
+        # --auto run ...` reads "run" as a project path), so the permission rules
+        # are set through its environment instead, for every subcommand alike.
+        fixed_env=(
+            ("OPENCODE_PERMISSION", '{"*":"allow"}'),
+            ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+        ),
         home_paths=(".local/share/opencode", ".config/opencode"),
         key_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"),
         allow=("api.anthropic.com", "api.openai.com", "openrouter.ai", "models.dev"),
-        login_hint="run `hutch run opencode -- auth login`, or name a provider key in [sandbox] env",
+        login_hint=(
+            "run `hutch run opencode -- auth login`, or name a provider key "
+            "(ANTHROPIC_API_KEY, OPENAI_API_KEY, ...) in [sandbox] env"
+        ),
     ),
     "aider": AgentDef(
         name="aider",
@@ -96,9 +136,21 @@ BUILTIN: dict[str, AgentDef] = {
         home_paths=(".aider",),
         key_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"),
         allow=("api.anthropic.com", "api.openai.com", "openrouter.ai"),
-        login_hint="name ANTHROPIC_API_KEY or OPENAI_API_KEY in [sandbox] env",
+        login_hint="name ANTHROPIC_API_KEY, OPENAI_API_KEY or OPENROUTER_API_KEY in [sandbox] env",
     ),
 }
+
+# Custom agents end up in a RUN line and in registry URLs: keep them to plain names.
+_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*$")
+_PIP_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._\-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._\-]+\])?$")
+_COMMAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_\-]*$")
+_NODE_MAJOR = re.compile(r"^[1-9][0-9]*$")
+
+
+def registry_name(agent: AgentDef) -> str:
+    """The package's name in its registry: pip extras (`pkg[extra]`) dropped."""
+    return agent.package.split("[", 1)[0]
 
 
 def _tuple(table: Mapping[str, ConfigValue], key: str) -> tuple[str, ...]:
@@ -107,13 +159,74 @@ def _tuple(table: Mapping[str, ConfigValue], key: str) -> tuple[str, ...]:
     return value
 
 
+def _text(table: Mapping[str, ConfigValue], key: str, default: str | None = None) -> str | None:
+    value = table.get(key, default)
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def _invalid(name: str, key: str, message: str, hint: str) -> ConfigError:
+    return ConfigError(f"[agents.{name}] {key}: {message}", hint)
+
+
 def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
-    install = table.get("install", "npm")
-    package = table["package"]
-    command = table["command"]
-    version = table.get("version")
-    assert isinstance(install, str) and isinstance(package, str) and isinstance(command, str)
-    assert version is None or isinstance(version, str)
+    """An agent from an [agents.NAME] table, checked like every other config value."""
+    install = _text(table, "install", "npm")
+    package = _text(table, "package")
+    command = _text(table, "command")
+    version = _text(table, "version")
+    assert install in ("npm", "pip") and package is not None and command is not None
+    pattern = _NPM_NAME if install == "npm" else _PIP_NAME
+    if not pattern.match(package):
+        example = '"cowsay" or "@scope/tool"' if install == "npm" else '"aider-chat"'
+        raise _invalid(
+            name, "package", f"{package!r} is not an {install} package name",
+            f"give the bare name, e.g. {example}; put a version in `version`",
+        )  # fmt: skip
+    if not _COMMAND.match(command):
+        raise _invalid(
+            name, "command", f"{command!r} is not a command name",
+            "name the program the package installs, e.g. \"cowsay\"; arguments go in `args`",
+        )  # fmt: skip
+    if version is not None and not _VERSION.match(version):
+        raise _invalid(
+            name, "version", f"{version!r} is not a version", 'an exact release, e.g. "1.6.0"'
+        )
+    homes = _tuple(table, "home")
+    for path in homes:
+        parts = path.split("/")
+        if path.startswith(("/", "~")) or ".." in parts or "" in parts or path == ".":
+            raise _invalid(
+                name, "home", f"{path!r} must be a path inside the agent's home",
+                'relative to the home directory, e.g. ".mytool" or ".config/mytool"',
+            )  # fmt: skip
+    allow = _tuple(table, "allow")
+    if allow:
+        from hutch.egress.policy import parse_allow_entry
+
+        for entry in allow:
+            try:
+                parse_allow_entry(entry)
+            except ValueError as err:
+                raise _invalid(
+                    name, "allow", str(err), 'write HOST[:PORT] or *.DOMAIN[:PORT], e.g. "api.example.com"'
+                ) from err
+    node = _text(table, "node")
+    if node is not None and (install != "npm" or not _NODE_MAJOR.match(node)):
+        raise _invalid(
+            name, "node", f"{node!r} is not a Node.js major version for an npm agent",
+            'e.g. node = "24", for npm agents that need a newer Node.js than the base has',
+        )  # fmt: skip
+    key_env: list[str] = []
+    fixed_env: list[tuple[str, str]] = []
+    for entry in _tuple(table, "env"):
+        # NAME: a variable the agent understands (passed only when named in
+        # [sandbox] env); NAME=value: set inside, as a built-in agent's fixed ones.
+        key, sep, value = entry.partition("=")
+        if sep:
+            fixed_env.append((key, value))
+        else:
+            key_env.append(key)
     return AgentDef(
         name=name,
         title=name,
@@ -121,11 +234,14 @@ def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
         package=package,
         command=command,
         run_args=_tuple(table, "args"),
-        home_paths=_tuple(table, "home"),
-        key_env=tuple(e.split("=", 1)[0] for e in _tuple(table, "env")),
-        allow=_tuple(table, "allow"),
+        home_paths=homes,
+        key_env=tuple(key_env),
+        fixed_env=tuple(fixed_env),
+        allow=allow,
+        login_hint=f"name the keys {name} needs in [sandbox] env" if key_env else "",
         pinned_version=version,
         builtin=False,
+        node=node,
     )
 
 

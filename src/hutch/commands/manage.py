@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import grp
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch import session
 from hutch.agents import AgentDef, all_agents
@@ -17,6 +19,9 @@ from hutch.errors import EXIT_ENGINE, ConfigError, HutchError, UsageError
 from hutch.image.versions import LookupFailed, latest_version
 from hutch.paths import CONFIG_NAME
 from hutch.session import Workspace
+
+if TYPE_CHECKING:
+    from hutch.engines.podman import Podman
 
 
 def build(ws: Workspace, agent_name: str | None, no_cache: bool) -> int:
@@ -30,51 +35,118 @@ def build(ws: Workspace, agent_name: str | None, no_cache: bool) -> int:
 
 
 def update(ws: Workspace, agent_name: str | None, every: bool) -> int:
+    from hutch.errors import BuildFailed
+
     if every and agent_name:
-        raise UsageError("give an agent or --all, not both")
-    agents = all_agents(ws.settings.custom_agents)
+        raise UsageError("give an agent or --all, not both", "`hutch update claude` or `hutch update --all`")
+    known = all_agents(ws.settings.custom_agents)
     if every:
-        names = [name for name in agents if ws.pins.get(name) is not None]
+        names = [name for name in known if ws.pins.get(name) is not None]
         if not names:
-            ws.say("no agent has been built yet; nothing to update")
+            ws.say("no agent has been built yet; nothing to update (`hutch build AGENT` builds one)")
             return 0
     else:
         names = [ws.agent(agent_name).name]
+    unanswered: list[str] = []
+    failed: list[BuildFailed] = []
     for name in names:
-        agent = agents[name]
+        agent = known[name]
+        if agent.pinned_version is not None:
+            ws.say(f"{name} is pinned to {agent.pinned_version} by [agents.{name}] version; "
+                   "change it there to move it")  # fmt: skip
+            continue
         before = ws.pins.get(name)
-        recipe = session.recipe_for(ws, agent, refresh=True)
-        if before is not None and before.version == recipe.agent_version:
-            ws.say(f"{name} {recipe.agent_version} is the newest release")
-        elif before is not None:
-            ws.say(f"{name}: {before.version} -> {recipe.agent_version}")
-        session.ensure_image(ws, recipe)
+        try:
+            newest = latest_version(agent)
+        except LookupFailed as err:
+            kept = f"; keeping {before.version}" if before is not None else ""
+            ws.warn(f"could not ask the registry for {agent.package} ({err}){kept}")
+            unanswered.append(name)
+            continue
+        # Build first, pin after: a failed build leaves the working image in use.
+        recipe = session.recipe_for(ws, agent._replace(pinned_version=newest))
+        if before is None:
+            ws.say(f"{name}: newest release {newest}")
+        elif before.version == newest:
+            ws.say(f"{name} {newest} is the newest release")
+        else:
+            ws.say(f"{name}: {before.version} -> {newest}")
+        try:
+            built = session.ensure_image(ws, recipe)
+        except BuildFailed as err:
+            if len(names) == 1:
+                raise
+            print(f"hutch: {err}", file=sys.stderr)
+            failed.append(err)
+            continue
+        ws.pins.set(name, newest)
+        if not built:
+            ws.say(f"{recipe.tag} is up to date")
         print(recipe.tag)
+    if failed:
+        raise BuildFailed(
+            f"{len(failed)} of {len(names)} image builds failed (see above)",
+            "fix the cause and run `hutch update --all` again; the failed agents keep their images",
+        )
+    if unanswered:
+        raise HutchError(
+            f"could not look up the newest release of {', '.join(unanswered)}",
+            "check the network or npm_config_registry, then run `hutch update` again",
+        )
     return 0
 
 
-def _newest(agent: AgentDef) -> str:
+def _newest(agent: AgentDef) -> str | None:
     try:
         return latest_version(agent, timeout=8)
     except LookupFailed:
-        return "?"
+        return None
 
 
 def agents(ws: Workspace) -> int:
+    from hutch.errors import EngineUnavailable
+
     known = all_agents(ws.settings.custom_agents)
+    # All registries at once: one slow answer bounds the wait, not the sum.
     with ThreadPoolExecutor(max_workers=len(known)) as pool:
         newest = dict(zip(known, pool.map(_newest, known.values()), strict=True))
+    now = time.time()
+    engine_error: EngineUnavailable | None = None
+    behind: list[str] = []
     rows: list[tuple[str, ...]] = [("AGENT", "PACKAGE", "PINNED", "NEWEST", "IMAGE")]
     for name, agent in known.items():
-        pin = agent.pinned_version or (p.version if (p := ws.pins.get(name)) else None)
+        pin = ws.pins.get(name)
+        latest = newest[name]
+        if pin is not None and latest is not None and agent.pinned_version is None:
+            # What `hutch run` says about updates comes from here too.
+            try:
+                ws.pins.seen(name, latest, now)
+            except OSError:
+                pass  # a read-only state directory only costs the run notice its news
+            if latest != pin.version:
+                behind.append(name)
+        version = agent.pinned_version or (pin.version if pin is not None else None)
         image = "not built"
-        if pin is not None:
-            recipe = session.recipe_for(ws, agent)
-            image = recipe.tag if ws.engine.image_id(recipe.tag) else "not built"
+        if version is not None:
+            if engine_error is None:
+                recipe = session.recipe_for(ws, agent)  # the pin's version: no lookup
+                try:
+                    image = recipe.tag if ws.engine.image_id(recipe.tag) else "not built"
+                except EngineUnavailable as err:
+                    engine_error = err
+            if engine_error is not None:
+                image = "?"
         marker = "" if agent.builtin else " (config)"
-        rows.append((name + marker, f"{agent.install}:{agent.package}", pin or "-",
-                     newest[name], image))  # fmt: skip
+        rows.append((name + marker, f"{agent.install}:{agent.package}", version or "-",
+                     latest or "?", image))  # fmt: skip
     _table(rows)
+    if any(latest is None for latest in newest.values()):
+        ws.say("NEWEST ? : the registry did not answer; check the network or npm_config_registry")
+    if engine_error is not None:
+        ws.warn(f"image state unknown: {engine_error}")
+    if behind:
+        which = behind[0] if len(behind) == 1 else "--all"
+        ws.say(f"newer releases for {', '.join(behind)}: `hutch update {which}` rebuilds")
     return 0
 
 
@@ -251,18 +323,32 @@ def config_init(ns: argparse.Namespace, force: bool) -> int:
 # -- doctor -----------------------------------------------------------------------
 
 
+class _Checks:
+    """doctor's output: one line per check, and the fix under each one that failed."""
+
+    def __init__(self) -> None:
+        self.problems = 0
+
+    def report(self, ok: bool, what: str, fix: str = "") -> None:
+        print(f"[{'ok' if ok else 'FAIL'}] {what}")
+        if not ok:
+            self.problems += 1
+            print(f"       fix: {fix}")
+
+    def warn(self, what: str, fix: str) -> None:
+        # Works, but worse than it should: not counted as a failure.
+        print(f"[warn] {what}")
+        print(f"       fix: {fix}")
+
+    def note(self, text: str) -> None:
+        print(f"       {text}")
+
+
 def doctor(ns: argparse.Namespace) -> int:
     from hutch.cli import _workspace
 
-    problems = 0
-
-    def report(ok: bool, what: str, fix: str = "") -> None:
-        nonlocal problems
-        print(f"[{'ok' if ok else 'FAIL'}] {what}")
-        if not ok:
-            problems += 1
-            print(f"       fix: {fix}")
-
+    checks = _Checks()
+    report = checks.report
     try:
         ws = _workspace(ns)
     except ConfigError as err:
@@ -273,27 +359,20 @@ def doctor(ns: argparse.Namespace) -> int:
         return err.exit_code
     engine = ws.engine
     report(True, f"engine: {engine.name} ({engine.binary})")
-    try:
-        version = engine.version()
-    except HutchError as err:
-        report(False, err.message, err.hint or "")
-        _socket_check(report)
+    checks.note(f"why: {_engine_reason(ws)}")
+    if engine.name == "podman":
+        from hutch.engines.podman import Podman
+
+        assert isinstance(engine, Podman)
+        if not _podman_checks(engine, checks):
+            return EXIT_ENGINE
+    elif not _docker_checks(ws, checks):
         return EXIT_ENGINE
-    if not version.ok:
-        report(False, f"{engine.name} daemon: {version.stderr.strip()}", "start the daemon")
-        _socket_check(report)
-        return EXIT_ENGINE
-    report(True, f"{engine.name} daemon answers (server {version.stdout.strip()})")
-    _socket_check(report)
-    if engine.has_buildkit():
-        report(True, "BuildKit (buildx) available")
-    else:
-        print("[ok] buildx not installed: hutch uses the classic builder")
     base = ws.settings.base
     report(
         engine.image_id(base) is not None,
         f"base image {base} present",
-        f"{engine.binary} pull {base} (or load it offline: docker import)",
+        f"{engine.binary} pull {base} (or load it offline: {engine.binary} import)",
     )
     if ws.settings.ca_certificates == "host":
         try:
@@ -310,10 +389,41 @@ def doctor(ns: argparse.Namespace) -> int:
         except OSError:
             writable = False
         report(writable, f"{label} directory {path} writable", f"fix permissions on {path}")
-    return 0 if problems == 0 else 1
+    return 0 if checks.problems == 0 else 1
 
 
-def _socket_check(report) -> None:  # type: ignore[no-untyped-def]
+def _engine_reason(ws: Workspace) -> str:
+    setting = ws.settings.engine
+    if setting != "auto":
+        return f'engine = "{setting}" from {ws.settings.merged.origins.get("engine", "config")}'
+    from hutch.engines import select
+
+    return select("auto").why
+
+
+def _docker_checks(ws: Workspace, checks: _Checks) -> bool:
+    engine = ws.engine
+    report = checks.report
+    try:
+        version = engine.version()
+    except HutchError as err:
+        report(False, err.message, err.hint or "")
+        _socket_check(checks)
+        return False
+    if not version.ok:
+        report(False, f"{engine.name} daemon: {version.stderr.strip()}", "start the daemon")
+        _socket_check(checks)
+        return False
+    report(True, f"{engine.name} daemon answers (server {version.stdout.strip()})")
+    _socket_check(checks)
+    if engine.has_buildkit():
+        report(True, "BuildKit (buildx) available")
+    else:
+        print("[ok] buildx not installed: hutch uses the classic builder")
+    return True
+
+
+def _socket_check(checks: _Checks) -> None:
     sock = "/var/run/docker.sock"
     host = os.environ.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
@@ -327,8 +437,91 @@ def _socket_check(report) -> None:  # type: ignore[no-untyped-def]
         group = grp.getgrgid(os.stat(sock).st_gid).gr_name
     except KeyError:
         group = str(os.stat(sock).st_gid)
-    report(ok, f"socket {sock} accessible (group {group})",
-           f"sudo usermod -aG {group} $USER, then log in again")  # fmt: skip
+    checks.report(ok, f"socket {sock} accessible (group {group})",
+                  f"sudo usermod -aG {group} $USER, then log in again")  # fmt: skip
+
+
+# Where Podman looks for the init it runs as PID 1 (`--init`), by distribution.
+CATATONIT_PATHS = (
+    "/usr/libexec/podman/catatonit",
+    "/usr/local/libexec/podman/catatonit",
+    "/usr/lib/podman/catatonit",
+)
+
+
+def _podman_checks(engine: Podman, checks: _Checks) -> bool:
+    import json
+
+    from hutch.engines.podman import SUBID_FIX
+
+    report = checks.report
+    try:
+        version = engine.version()
+        info = engine.info("json")
+    except HutchError as err:
+        report(False, err.message, err.hint or "")
+        return False
+    if not version.ok or not info.ok:
+        failed = version if not version.ok else info
+        report(False, f"podman: {failed.stderr.strip()[-400:]}",
+               f"run `{engine.binary} info` and fix what it says; {engine.install_hint}")  # fmt: skip
+        return False
+    try:
+        data = json.loads(info.stdout)
+        host, store = data["host"], data["store"]
+        rootless = bool(host["security"]["rootless"])
+        driver = str(store["graphDriverName"])
+        cgroups = str(host.get("cgroupVersion", ""))
+        uidmap = host.get("idMappings", {}).get("uidmap") or []
+        config_file = str(store.get("configFile", ""))
+    except (ValueError, KeyError, TypeError) as err:
+        report(False, f"cannot read `{engine.binary} info`: {err}", "upgrade Podman to 4.x")
+        return False
+    mode = "rootless" if rootless else "rootful"
+    report(True, f"podman {version.stdout.strip()} works, {mode} (no daemon needed)")
+    if rootless != engine.host.rootless:
+        report(False, f"podman reports {mode}, but hutch assumed the opposite from your user ID",
+               "unset CONTAINER_HOST: hutch runs local Podman")  # fmt: skip
+    if rootless:
+        report(len(uidmap) > 1, f"subordinate ID ranges for uid {os.getuid()} (keep-id maps you "
+               "to the same uid inside)", SUBID_FIX)  # fmt: skip
+        slirp = shutil.which("slirp4netns") is not None
+        report(slirp, "slirp4netns present (network for --network open)",
+               "sudo apt-get install slirp4netns")  # fmt: skip
+    if driver == "vfs":
+        overridden = "overwritten by graph driver" in info.stderr
+        # Rootful Podman reports the packaged default under /usr/share: edit /etc's.
+        default = "~/.config/containers/storage.conf" if rootless else "/etc/containers/storage.conf"
+        conf = config_file if rootless and config_file else default
+        fix = (
+            f'in {conf} put [storage] driver = "overlay"; then `{engine.binary} system reset` '
+            "(it deletes this user's Podman images and containers) so that the new driver "
+            "takes effect, and `hutch build` again"
+        )
+        if overridden:
+            fix = (f"{conf} already asks for overlay, but the storage was created with vfs: "
+                   f"`{engine.binary} system reset` (deletes this user's Podman images and "
+                   "containers), then `hutch build`")  # fmt: skip
+        checks.warn("storage driver vfs: every launch copies the whole image (seconds, not "
+                    "a fraction of one)", fix)  # fmt: skip
+    else:
+        report(True, f"storage driver {driver}")
+    if rootless and cgroups == "v1":
+        checks.warn(
+            "cgroup v1: rootless Podman cannot enforce memory or CPU limits; hutch runs "
+            "sandboxes without them and caps processes with RLIMIT_NPROC instead",
+            "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), or use rootful "
+            "Podman or Docker, to have the limits enforced",
+        )
+    elif cgroups:
+        report(True, f"cgroup {cgroups}: memory, CPU and process limits enforced")
+    found = next((p for p in CATATONIT_PATHS if os.path.exists(p)), None)
+    if found:
+        report(True, f"init for PID 1 present ({found})")
+    else:
+        checks.warn(f"catatonit not found in {', '.join(CATATONIT_PATHS)}; hutch runs with --init",
+                    "sudo apt-get install catatonit (unless containers.conf sets init_path)")  # fmt: skip
+    return True
 
 
 def _age(seconds: float) -> str:

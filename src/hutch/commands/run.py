@@ -22,6 +22,17 @@ class RunRequest(NamedTuple):
     no_mask: bool
 
 
+def _warn_once(ws: Workspace, key: str, message: str) -> None:
+    """A warning about how this machine is set up: said once per user, even with -q;
+    the launch summary repeats the gist every time."""
+    marker = ws.dirs.state / "warned" / key
+    if marker.exists():
+        return
+    ws.warn(message)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
 def execute(ws: Workspace, request: RunRequest) -> int:
     from hutch import guard
 
@@ -66,7 +77,12 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     for note in plan.notes:
         ws.say(note)
     allow_count = egress.allow_count if egress is not None else 0
-    ws.say(session.describe(plan, checks.masking, allow_count))
+    summary = session.describe(plan, checks.masking, allow_count)
+    gap = ws.engine.limits_gap(plan)
+    if gap is not None:
+        summary += f" | {gap.summary}"
+        _warn_once(ws, "limits-gap", gap.warning)
+    ws.say(summary)
     status = 1
     try:
         status = session.launch(ws, plan, recipe, egress)

@@ -145,7 +145,7 @@ def parse_absolute_target(target: str) -> AbsoluteTarget:
     if not sep:
         raise HttpParseError("not an absolute-form target; this is a proxy, send http://host/path")
     if scheme.lower() != "http":
-        raise HttpParseError(f"scheme {scheme!r} is not served; use CONNECT for https")
+        raise HttpParseError("only http:// targets are served; use CONNECT for https")
     end = len(rest)
     for mark in "/?#":
         index = rest.find(mark)

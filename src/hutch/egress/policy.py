@@ -90,14 +90,14 @@ def normalise_host(text: str) -> Host:
     if not text:
         raise HostError("empty host")
     if "@" in text:
-        raise HostError(f"user info is not allowed in a host: {text!r}")
+        raise HostError("user info (user@) is not allowed in a host")
     if any(ch.isspace() or ord(ch) < 0x20 or ch == "\x7f" for ch in text):
-        raise HostError(f"whitespace or control character in host {text!r}")
+        raise HostError(f"whitespace or control character in host {_show(text)}")
     host = text.lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         if ":" not in host:
-            raise HostError(f"brackets are only for IPv6 addresses: {text!r}")
+            raise HostError(f"brackets are only for IPv6 addresses: {_show(text)}")
     if ":" in host:
         return _ip_host(_parse_ipv6(host, text))
     if host.endswith("."):
@@ -105,15 +105,20 @@ def normalise_host(text: str) -> Host:
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError as err:
-        raise HostError(f"not a valid host name: {text!r} ({err})") from err
+        raise HostError(f"not a valid host name: {_show(text)} ({err})") from err
     labels = ascii_host.split(".")
     if _NUMERIC_LABEL_RE.fullmatch(labels[-1]):
         # No top-level domain is numeric, so this is an IPv4 literal in one of
         # the legacy spellings (127.1, 0x7f.1, 0177.0.0.1, 2130706433, ...).
         return _ip_host(_parse_ipv4_legacy(ascii_host, text))
     if len(ascii_host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
-        raise HostError(f"not a valid host name: {text!r}")
+        raise HostError(f"not a valid host name: {_show(text)}")
     return Host(ascii_host)
+
+
+def _show(text: str) -> str:
+    # Bounded: the message may end up in the audit log and in a 403 body.
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
 
 
 def _ip_host(ip: IPAddress) -> Host:
@@ -130,20 +135,20 @@ def canonical_ip(ip: IPAddress) -> IPAddress:
 
 def _parse_ipv6(host: str, text: str) -> IPAddress:
     if "%" in host:
-        raise HostError(f"IPv6 zone identifiers are not allowed: {text!r}")
+        raise HostError(f"IPv6 zone identifiers are not allowed: {_show(text)}")
     try:
         return ipaddress.IPv6Address(host)
     except ValueError as err:
-        raise HostError(f"not a valid IPv6 address: {text!r}") from err
+        raise HostError(f"not a valid IPv6 address: {_show(text)}") from err
 
 
 def _parse_ipv4_legacy(host: str, text: str) -> IPAddress:
     if not _NUMERIC_HOST_RE.fullmatch(host):
-        raise HostError(f"not a valid IP address: {text!r}")
+        raise HostError(f"not a valid IP address: {_show(text)}")
     try:
         packed = socket.inet_aton(host)
     except OSError as err:
-        raise HostError(f"not a valid IP address: {text!r}") from err
+        raise HostError(f"not a valid IP address: {_show(text)}") from err
     return ipaddress.IPv4Address(packed)
 
 
@@ -303,7 +308,8 @@ class Policy:
         try:
             norm = normalise_host(host)
         except HostError as err:
-            return Decision(False, str(err), None, host[:255], port, (), "invalid-host")
+            shown = host.rpartition("@")[2][:255]  # never keep user info: it may hold a password
+            return Decision(False, str(err), None, shown, port, (), "invalid-host")
         is_v6 = isinstance(norm.ip, ipaddress.IPv6Address)
         base = Decision(False, "", None, norm.name, port, (), None, norm.ip is not None, is_v6)
         if self.mode == "none":

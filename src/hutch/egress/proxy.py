@@ -2,8 +2,9 @@
 
 One asyncio loop in a daemon thread serves every connection; there is no thread
 per connection, so a flood from the sandbox costs sockets, not threads. Sockets
-are driven directly (`sock_recv` / `sock_sendall`) rather than through streams:
-that keeps the splice to one large read and one write per chunk.
+are driven directly (`sock_recv` / `sock_sendall`) rather than through streams,
+one large read and one write per chunk; a flow that turns out to be bulk moves
+to splice(2) through a pipe, so its bytes never enter Python at all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -65,8 +66,11 @@ PIPE_SIZE = 1024 * 1024
 _HAVE_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 BACKLOG = 4096
+STOP_TIMEOUT = 10.0
 ACCEPT_BURST = 256
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+# A fatal TLS alert record: level 2 (fatal), description 49 (access_denied).
+TLS_ACCESS_DENIED = b"\x15\x03\x03\x00\x02\x02\x31"
 # Accept errors that mean "out of resources for now": back off instead of spinning.
 _ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -127,6 +131,7 @@ class EgressProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[socket.socket] = []
         self._accepting = False
+        self._starved = False  # out of descriptors; warned once per episode
         self._bulk_flows = 0
 
     @property
@@ -146,7 +151,7 @@ class EgressProxy:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("the egress proxy is already running")
-            _raise_open_file_limit(2 * self._max_connections + 64)
+            _raise_open_file_limit(2 * self._max_connections + 4 * MAX_BULK_FLOWS + 64)
             listeners = [self._bind_unix()]
             if self._listen_tcp is not None:
                 try:
@@ -173,7 +178,9 @@ class EgressProxy:
             if thread is not None and loop is not None and stopping is not None:
                 with contextlib.suppress(RuntimeError):  # the loop already ended
                     loop.call_soon_threadsafe(stopping.set)
-                thread.join()
+                thread.join(STOP_TIMEOUT)
+                if thread.is_alive():
+                    log.warning("egress proxy: still closing connections after %ss", STOP_TIMEOUT)
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
@@ -307,10 +314,13 @@ class EgressProxy:
                 return
             except OSError as err:
                 if err.errno in _ACCEPT_BACKOFF:
-                    log.warning("egress proxy: accept failed (%s); backing off", err)
+                    if not self._starved:
+                        log.warning("egress proxy: cannot accept (%s); backing off", err)
+                        self._starved = True
                     self._pause_accepting()
                     loop.call_later(0.05, self._resume_accepting)
                 return
+            self._starved = False
             client.setblocking(False)
             if client.family != socket.AF_UNIX:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -381,6 +391,10 @@ class EgressProxy:
         conn.host, conn.port = host[:255], port
         decision = await self._decide(host, port)
         conn.apply(decision)
+        if decision.allowed and target is not None and (why := plaintext_denial(decision)):
+            # The same rule as for tunnels: a TLS port carries TLS, not our plain HTTP.
+            decision = replace(decision, allowed=False, reason=why, kind="traffic")
+            conn.apply(decision)
         if not decision.allowed:
             body = denial_message(head.method, decision)
             await self._respond(client, simple_response(403, "Forbidden", body))
@@ -452,7 +466,11 @@ class EgressProxy:
         failures: list[str] = []
         for address in decision.addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as err:  # out of descriptors under a flood
+                failures.append(f"{address}: {err.strerror or err}")
+                continue
             connected = False
             try:
                 sock.setblocking(False)
@@ -506,9 +524,14 @@ class EgressProxy:
         if looks_like_tls(first):
             first, hello = await self._read_client_hello(client, conn, first)
             reason = sni_denial(decision, hello.server_name)
-        else:
-            reason = plaintext_denial(decision)
-        if reason is not None:
+            if reason is not None:
+                _deny(conn, reason)
+                # An alert makes the client report "access denied" rather than
+                # a bare connection reset.
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(client, TLS_ACCESS_DENIED)
+                raise _Denied
+        elif (reason := plaintext_denial(decision)) is not None:
             _deny(conn, reason)
             raise _Denied
         await loop.sock_sendall(upstream, first)

@@ -33,6 +33,13 @@ class BuildCommand(NamedTuple):
     buildkit: bool
 
 
+class LimitsGap(NamedTuple):
+    """Resource limits of a plan that the engine cannot enforce on this host."""
+
+    summary: str  # a few words for the launch summary
+    warning: str  # what is off, why, and how to get it enforced
+
+
 def csv_field(text: str) -> str:
     """Quote one --mount field the way the engines' CSV parser reads it back."""
     if any(c in text for c in ',"\n\r') or text != text.strip():
@@ -61,6 +68,10 @@ class Engine(ABC):
 
     @abstractmethod
     def mount_arg(self, mount: Mount) -> str: ...
+
+    def limits_gap(self, plan: RunPlan) -> LimitsGap | None:
+        """None when every limit in the plan is enforced."""
+        return None
 
     def client_env(self, plan: RunPlan, environ: Mapping[str, str]) -> dict[str, str]:
         """Environment for the engine client: secret values travel here, not in argv."""

@@ -11,6 +11,8 @@ import resource
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ import pytest
 
 from hutch.egress.audit import AuditEvent, AuditLog, read_events
 from hutch.egress.policy import NetworkMode, Policy
-from hutch.egress.proxy import EgressProxy
+from hutch.egress.proxy import TLS_ACCESS_DENIED, EgressProxy
 from hutch.errors import SetupFailed
 
 TIMEOUT = 10.0
@@ -37,6 +39,7 @@ class EchoServer:
     def __init__(self) -> None:
         self.connections = 0
         self.received = 0
+        self.writers: set[asyncio.StreamWriter] = set()
         self.loop = asyncio.new_event_loop()
         self.port = 0
         started = threading.Event()
@@ -50,14 +53,22 @@ class EchoServer:
         self.port = server.sockets[0].getsockname()[1]
         started.set()
         self.loop.run_forever()
-        server.close()
-        for task in asyncio.all_tasks(self.loop):
-            task.cancel()
-        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(self._shutdown(server))
         self.loop.close()
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the aborted transports close their sockets
 
     async def _echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.add(writer)
         try:
             while data := await reader.read(1 << 18):
                 self.received += len(data)
@@ -66,9 +77,12 @@ class EchoServer:
         except ConnectionError:
             pass
         finally:
-            writer.close()
+            self.writers.discard(writer)
+            writer.transport.abort()
 
     def close(self) -> None:
+        # Clients are gone by now; give their server-side handlers a moment to see EOF.
+        wait_until(lambda: not self.writers, timeout=2.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(TIMEOUT)
 
@@ -367,7 +381,7 @@ def test_sni_must_match_the_connect_host(harness: Harness, echo: EchoServer) -> 
     ):
         sock, head = connect(proxy, target)
         assert head.startswith(b"HTTP/1.1 200")
-        assert echo_round_trip(sock, openssl_client_hello(name)) == b""
+        assert echo_round_trip(sock, openssl_client_hello(name)) == TLS_ACCESS_DENIED
         sock.close()
     assert echo.received == received  # nothing of the denied hellos reached the server
 
@@ -377,6 +391,16 @@ def test_sni_must_match_the_connect_host(harness: Harness, echo: EchoServer) -> 
     assert len(reasons) == 3
     assert sum("SNI mismatch" in r for r in reasons) == 2
     assert sum("SNI missing" in r for r in reasons) == 1
+
+
+def test_a_real_tls_client_sees_access_denied(harness: Harness, echo: EchoServer) -> None:
+    proxy = harness.start([], private=[f"svc.test:{echo.port}"], table={"svc.test": ["127.0.0.1"]})
+    sock, head = connect(proxy, f"svc.test:{echo.port}")
+    assert head.startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context()
+    with pytest.raises(ssl.SSLError, match="ACCESS_DENIED"):
+        context.wrap_socket(sock, server_hostname="evil.example")
+    sock.close()
 
 
 def test_client_hello_split_across_writes_is_reassembled(harness: Harness, echo: EchoServer) -> None:
@@ -497,6 +521,18 @@ def test_plain_http_get_allowed_and_denied(harness: Harness, origin: int) -> Non
     [event] = harness.events(denied)
     assert (event.decision, event.method) == ("deny", "GET")
     assert "c2VjcmV0" not in (harness.tmp_path / "audit0.jsonl").read_text()
+
+
+def test_plain_http_to_a_tls_port_is_denied(harness: Harness, origin: int) -> None:
+    control = harness.start([f"127.0.0.1:{origin}"])
+    sock = dial(control)
+    sock.sendall(f"GET http://127.0.0.1:{origin}/ HTTP/1.1\r\n\r\n".encode())
+    assert read_to_eof(sock).startswith(b"HTTP/1.0 200")
+    sock.close()
+    proxy = harness.start(["127.0.0.1:443"])
+    head, body = refused(proxy, b"GET http://127.0.0.1:443/ HTTP/1.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403")
+    assert "non-TLS traffic on port 443" in body
 
 
 def test_plain_http_post_streams_the_body(harness: Harness, origin: int) -> None:
@@ -658,6 +694,69 @@ def test_garbage_flood_does_not_break_the_proxy(harness: Harness, echo: EchoServ
     assert echo_round_trip(sock, b"still alive") == b"still alive"
     sock.close()
     assert wait_until(lambda: proxy.open_connections == 0)
+
+
+_STARVED_PROXY = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+from hutch.egress.audit import AuditLog
+from hutch.egress.policy import Policy
+from hutch.egress.proxy import EgressProxy
+policy = Policy.from_config("allowlist", [sys.argv[2]])
+with AuditLog(Path(sys.argv[1] + ".jsonl"), "s") as audit:
+    with EgressProxy(policy, Path(sys.argv[1]), audit, head_timeout=2.0):
+        print("ready", flush=True)
+        sys.stdin.read()
+"""
+
+
+def test_running_out_of_descriptors_is_survived(tmp_path: Path, echo: EchoServer) -> None:
+    path = tmp_path / "p.sock"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STARVED_PROXY, str(path), f"127.0.0.1:{echo.port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        flood: list[socket.socket] = []
+        for _ in range(120):  # far more tunnels than 48 descriptors can carry
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(0.5)
+            sock.connect(str(path))
+            with contextlib.suppress(OSError):
+                sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+            flood.append(sock)
+        time.sleep(0.5)
+        for sock in flood:
+            sock.close()
+
+        def serves() -> bool:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(2.0)
+                with sock:
+                    sock.connect(str(path))
+                    sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+                    head, _ = read_head(sock)
+                    return head.startswith(b"HTTP/1.1 200") and echo_round_trip(sock, b"ok") == b"ok"
+            except OSError:
+                return False
+
+        assert wait_until(serves, timeout=20.0)
+        assert child.poll() is None
+    finally:
+        try:
+            _, err = child.communicate(timeout=TIMEOUT)  # closes stdin: the child stops
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise
+    assert child.returncode == 0, err
+    assert "Traceback" not in err
+    assert "cannot accept" in err  # the flood really did exhaust descriptors
 
 
 def test_stop_closes_open_tunnels_and_removes_the_socket(harness: Harness, echo: EchoServer) -> None:

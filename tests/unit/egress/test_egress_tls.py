@@ -136,6 +136,7 @@ other_extensions = st.lists(
 )
 
 
+@settings(deadline=None)  # timing on a shared, loaded machine is noise
 @given(
     name=st.one_of(st.none(), hostnames),
     extensions=other_extensions,
@@ -163,6 +164,7 @@ def test_generated_hellos_round_trip(
     assert parse_client_hello(data[: len(data) - 1]) is None
 
 
+@settings(deadline=None)  # timing on a shared, loaded machine is noise
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_raise_only_client_hello_error(data: bytes) -> None:
     try:
@@ -171,6 +173,7 @@ def test_arbitrary_bytes_raise_only_client_hello_error(data: bytes) -> None:
         pass
 
 
+@settings(deadline=None)  # timing on a shared, loaded machine is noise
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_in_a_handshake_record(data: bytes) -> None:
     record = b"\x16\x03\x01" + vec(2, data[:16384])
@@ -180,7 +183,7 @@ def test_arbitrary_bytes_in_a_handshake_record(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(hostnames, st.data())
 def test_mutated_hellos_raise_only_client_hello_error(name: str, data: st.DataObject) -> None:
     original = bytearray(client_hello(name, extensions=[(10, b"\x00\x02\x00\x1d")]))

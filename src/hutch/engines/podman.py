@@ -1,0 +1,250 @@
+"""Podman backend, rootful and rootless: plan -> podman command lines.
+
+Its own builder, not Docker's with exceptions: the flags that differ are the
+ones that carry the guarantees (user namespace, resource limits, what Podman
+would otherwise copy in from the host), so each is spelled out here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from hutch import process
+from hutch.engines.base import BuildCommand, Engine, LimitsGap, csv_field
+from hutch.errors import EngineUnavailable, SetupFailed
+from hutch.plan import Mount, RunPlan
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+UNLIMITED = resource.RLIM_INFINITY
+
+SUBID_FIX = (
+    "give your user subordinate ID ranges: sudo usermod --add-subuids 100000-165535 "
+    "--add-subgids 100000-165535 $USER, then run: podman system migrate"
+)
+
+
+class Rlimit(NamedTuple):
+    soft: int
+    hard: int
+
+
+class PodmanHost(NamedTuple):
+    """What the argv depends on besides the plan; gathered once per engine."""
+
+    rootless: bool
+    cgroup_v2: bool
+    nofile: Rlimit
+    nproc: Rlimit
+
+    @property
+    def limits_work(self) -> bool:
+        # Rootless Podman has no cgroup of its own to limit on cgroup v1
+        # (no delegation): it drops --memory/--cpus/--pids-limit with a warning.
+        return self.cgroup_v2 or not self.rootless
+
+
+def _rlimit(which: int) -> Rlimit:
+    soft, hard = resource.getrlimit(which)
+    return Rlimit(soft, hard)
+
+
+def detect_host() -> PodmanHost:
+    """Cheap facts for every launch: no `podman info` (a third of a second rootless).
+
+    Local Podman is rootless exactly when it runs with a non-zero effective UID;
+    `hutch doctor` cross-checks this against `podman info`. cgroup v2 is mounted
+    unified at /sys/fs/cgroup, whose root then lists cgroup.controllers.
+    """
+    return PodmanHost(
+        rootless=os.geteuid() != 0,
+        cgroup_v2=os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
+        nofile=_rlimit(resource.RLIMIT_NOFILE),
+        nproc=_rlimit(resource.RLIMIT_NPROC),
+    )
+
+
+def _ulimit(name: str, limit: Rlimit) -> list[str]:
+    if limit.soft == UNLIMITED or limit.hard == UNLIMITED:
+        # Podman's own default (2^20) is then within reach: nothing to pin.
+        return []
+    return ["--ulimit", f"{name}={limit.soft}:{limit.hard}"]
+
+
+class Podman(Engine):
+    name = "podman"
+    install_hint = (
+        "install Podman (Debian: sudo apt-get install podman uidmap slirp4netns "
+        "fuse-overlayfs catatonit)"
+    )
+
+    def __init__(self, binary: str | None = None, host: PodmanHost | None = None) -> None:
+        super().__init__(binary)
+        self._host = host
+
+    @property
+    def host(self) -> PodmanHost:
+        if self._host is None:
+            self._host = detect_host()
+        return self._host
+
+    def mount_arg(self, mount: Mount) -> str:
+        # Podman (4.3 checked) reads --mount with a CSV reader, as Docker does:
+        # a quoted field may hold commas, quotes, '=' and newlines.
+        fields = [
+            "type=bind",
+            csv_field(f"source={mount.source}"),
+            csv_field(f"target={mount.target}"),
+        ]
+        if mount.readonly:
+            fields.append("readonly")
+        return ",".join(fields)
+
+    def run_argv(self, plan: RunPlan) -> list[str]:
+        host = self.host
+        argv = [self.binary, "run", "--rm", "--pull", "never", "--name", plan.name]
+        if plan.interactive:
+            argv.append("--interactive")
+        if plan.tty:
+            argv.append("--tty")
+        for key, value in plan.labels:
+            argv += ["--label", f"{key}={value}"]
+        # Rootless: keep-id maps the host user to the same UID/GID inside, so
+        # files it creates are the user's. Rootful: the host's own IDs, stated
+        # explicitly so that containers.conf or PODMAN_USERNS cannot remap them.
+        argv += ["--userns", "keep-id" if host.rootless else "host"]
+        argv += [
+            "--user",
+            f"{plan.identity.uid}:{plan.identity.gid}",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--init",
+            # Podman copies the host's proxy variables (and with env_host in
+            # containers.conf, all of them) into the container: only named
+            # variables may enter.
+            "--http-proxy=false",
+            "--env-host=false",
+            "--network",
+            self.network_mode(plan.network),
+            "--hostname",
+            plan.hostname,
+        ]
+        if host.limits_work:
+            argv += [
+                "--memory",
+                plan.memory,
+                "--cpus",
+                f"{plan.cpus:g}",
+                "--pids-limit",
+                str(plan.pids),
+            ]
+        # Rootful Podman raises RLIMIT_NPROC and RLIMIT_NOFILE to 2^20 unless
+        # told, which fails where root lacks CAP_SYS_RESOURCE (in a container,
+        # say). Pinned here instead: processes to the plan's number (the one
+        # limit that needs no cgroup, so it also holds for rootless Podman on
+        # cgroup v1; counted per user namespace), open files to the user's own.
+        cap = self.process_cap(plan)
+        argv += ["--ulimit", f"nproc={cap}:{cap}"]
+        argv += _ulimit("nofile", host.nofile)
+        argv += ["--workdir", plan.workdir]
+        for mount in plan.mounts:
+            argv += ["--mount", self.mount_arg(mount)]
+        for var in plan.env:
+            if not _ENV_NAME.match(var.name):
+                # Podman expands NAME* against the host environment.
+                raise SetupFailed(
+                    f"environment variable name {var.name!r} is not valid",
+                    "name variables with letters, digits and _ only",
+                )
+            argv += ["--env", var.name if var.secret else f"{var.name}={var.value}"]
+        argv.append(plan.image)
+        argv += plan.command
+        return argv
+
+    def process_cap(self, plan: RunPlan) -> int:
+        """The plan's process limit, never above what the user may have."""
+        hard = self.host.nproc.hard
+        return plan.pids if hard == UNLIMITED else min(plan.pids, hard)
+
+    def network_mode(self, network: str) -> str:
+        if network == "none":
+            return "none"
+        if self.host.rootless:
+            # Rootless Podman's user-mode network; the host's loopback stays
+            # out of reach (also slirp4netns's default, stated here).
+            return "slirp4netns:allow_host_loopback=false"
+        return "bridge"
+
+    def limits_gap(self, plan: RunPlan) -> LimitsGap | None:
+        host = self.host
+        if host.limits_work:
+            return None
+        cap = self.process_cap(plan)
+        return LimitsGap(
+            summary=f"limits: {cap} processes only (rootless Podman on cgroup v1)",
+            warning=(
+                "rootless Podman cannot set memory or CPU limits on this cgroup v1 host; "
+                f"the sandbox runs without them (processes are capped at {cap} by RLIMIT_NPROC).\n"
+                "  hint: boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), or use "
+                "rootful Podman or Docker, to have them enforced"
+            ),
+        )
+
+    def build_command(
+        self, tag: str, context: str, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+    ) -> BuildCommand:
+        # Docker image format: OCI images drop HEALTHCHECK and friends, and the
+        # recipe is a Dockerfile that expects Docker semantics. Podman passes the
+        # host's proxy variables to RUN steps itself (--http-proxy, default on),
+        # from its environment, never from argv.
+        argv = [self.binary, "build", "--format", "docker", "--tag", tag]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        if no_cache:
+            argv.append("--no-cache")
+        argv.append(context)
+        return BuildCommand(tuple(argv), {}, False)
+
+    def version(self) -> process.Result:
+        # `podman version` has no server part unless it talks to a remote service.
+        return self.call(["version", "--format", "{{.Client.Version}}"], timeout=20)
+
+    def info(self, template: str) -> process.Result:
+        return self.call(["info", "--format", template], timeout=60)
+
+    def raise_if_unavailable(self, stderr: str) -> None:
+        text = stderr.lower()
+        if "newuidmap" in text and ("not found" in text or "no such file" in text):
+            raise EngineUnavailable(
+                "rootless Podman needs newuidmap and newgidmap",
+                "install them: sudo apt-get install uidmap",
+            )
+        if (
+            "no subuid ranges found" in text
+            or "no subgid ranges found" in text
+            or "cannot find mappings for user" in text
+            or "insufficient uids or gids" in text
+        ):
+            raise EngineUnavailable("your user has no subordinate UID/GID ranges for Podman", SUBID_FIX)
+        if "container-init binary not found" in text:
+            raise EngineUnavailable(
+                "Podman cannot find its init binary (catatonit), which hutch runs as PID 1",
+                "install it: sudo apt-get install catatonit",
+            )
+        if "cannot clone: operation not permitted" in text or "cannot re-exec process" in text:
+            raise EngineUnavailable(
+                "rootless Podman cannot create a user namespace here",
+                "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; "
+                "on Debian kernels < 5.10 also kernel.unprivileged_userns_clone=1)",
+            )
+        if "unable to connect to podman" in text or "cannot connect to podman" in text:
+            raise EngineUnavailable(
+                "the Podman service is not reachable",
+                "unset CONTAINER_HOST to use local Podman, or start the service: "
+                "systemctl --user start podman.socket",
+            )
