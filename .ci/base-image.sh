@@ -16,6 +16,11 @@ if "$engine" image inspect "$tag" >/dev/null 2>&1; then
 fi
 
 if [ ! -s "$tarball" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        # Rootless Podman imports as its user, who cannot debootstrap.
+        echo "no $tarball yet: run this script as root once (it builds the tarball)" >&2
+        exit 1
+    fi
     mkdir -p "$cache_dir"
     root="$(mktemp -d "$cache_dir/rootfs.XXXXXX")"
     trap 'rm -rf "$root"' EXIT
@@ -33,6 +38,9 @@ deb $mirror bookworm main
 deb $mirror bookworm-updates main
 EOF
     tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
+    # Readable by all: rootless Podman's user imports it into its own storage.
+    chmod 0644 "$tarball.tmp"
+    chmod 0755 "$cache_dir"
     mv "$tarball.tmp" "$tarball"
 fi
 

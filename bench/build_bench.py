@@ -19,9 +19,11 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,6 +48,9 @@ SEED_SUBSTITUTIONS = (
 )
 
 
+STEP = re.compile(r"^(?:Step|STEP) \d+/\d+ ?: (.*)$")
+
+
 class BuildBenchError(Exception):
     """A build failed or its result could not be read."""
 
@@ -65,8 +70,12 @@ class Update:
 
 @dataclass(frozen=True)
 class Build:
-    hutch_cold_s: float
+    hutch_cold_s: float  # medians over the rounds
     seed_cold_s: float
+    hutch_runs_s: list[float]
+    seed_runs_s: list[float]
+    hutch_steps: list[tuple[str, float]]  # of the last round
+    seed_steps: list[tuple[str, float]]
     hutch_image: str
     hutch_size_b: int
     seed_size_b: int
@@ -88,17 +97,43 @@ def image_tags(repo: str) -> set[str]:
                .split())  # fmt: skip
 
 
-def timed_build(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, str]:
-    """Run a build with its output to log; returns (wall seconds, output)."""
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    output: str
+    steps: list[tuple[str, float]]  # (instruction, seconds until the next step began)
+
+
+def timed_build(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Timed:
+    """Run a build with its output to log, timing each step as its lines arrive."""
+    stamped: list[tuple[float, str]] = []
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT, check=False)  # fmt: skip
+    with subprocess.Popen(argv, env=env, cwd=cwd, text=True, errors="replace", bufsize=1,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:  # fmt: skip
+        watchdog = threading.Timer(BUILD_TIMEOUT, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                stamped.append((time.perf_counter() - start, line.rstrip("\n")))
+            status = proc.wait()
+        finally:
+            watchdog.cancel()
     elapsed = time.perf_counter() - start
-    log.write_text(done.stdout)
-    if done.returncode != 0:
-        tail = "\n".join(done.stdout.splitlines()[-15:])
-        raise BuildBenchError(f"{' '.join(argv[:3])} failed ({done.returncode}); {log}:\n{tail}")
-    return elapsed, done.stdout
+    output = "\n".join(line for _, line in stamped)
+    log.write_text(output + "\n")
+    if status != 0:
+        tail = "\n".join(output.splitlines()[-15:])
+        raise BuildBenchError(f"{' '.join(argv[:3])} failed ({status}); {log}:\n{tail}")
+    starts = [(t, m.group(1)) for t, line in stamped if (m := STEP.match(_bare(line)))]
+    ends = [t for t, _ in starts[1:]] + [elapsed]
+    steps = [(ins, end - t) for (t, ins), end in zip(starts, ends, strict=True)]
+    return Timed(elapsed, output, steps)
+
+
+def _bare(line: str) -> str:
+    return line.strip().removeprefix("hutch: ").strip()
 
 
 def seed_context(directory: Path) -> None:
@@ -116,8 +151,8 @@ def build_steps(output: str) -> list[tuple[str, bool]]:
     steps: list[tuple[str, bool]] = []
     buildkit: dict[str, int] = {}
     for raw in output.splitlines():
-        line = raw.strip().removeprefix("hutch: ").strip()
-        if m := re.match(r"^(?:Step|STEP) \d+/\d+ ?: (.*)$", line):
+        line = _bare(raw)
+        if m := STEP.match(line):
             steps.append((m.group(1), False))
         elif "---> Using cache" in line and steps:
             steps[-1] = (steps[-1][0], True)
@@ -160,37 +195,59 @@ def analyse_update(current: str, older: str, seconds: float, image: str, output:
     )  # fmt: skip
 
 
-def measure(logs: Path, buildkit: bool, log: Callable[[str], None] = print) -> Build:
+def image_id(ref: str) -> str:
+    done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def measure(logs: Path, buildkit: bool, rounds: int = 1, log: Callable[[str], None] = print) -> Build:
+    """Cold builds of both recipes, `rounds` times, alternating which goes
+    first (hutch in the first round); then the agent update."""
     logs.mkdir(parents=True, exist_ok=True)
     hutch_before = image_tags(f"hutch-{AGENT}")
-    made: list[str] = []
+    seed_tag = f"{SEED_TAG}:cold"
+    made: list[str] = []  # tags and ids to remove at the end
+    hutch_runs: list[Timed] = []
+    seed_runs: list[Timed] = []
     try:
         with tempfile.TemporaryDirectory(prefix="hutch-bench-") as tmp:
             root = Path(tmp)
-            project = root / "project"
-            project.mkdir()
-            env = isolated_env(root)
             context = root / "seed"
             context.mkdir()
             seed_context(context)
-
-            log("cold build: hutch build --no-cache (fresh XDG state) ...")
-            hutch_s, out = timed_build([HUTCH, "build", "--no-cache"], env, project,
-                                       logs / "build-hutch-cold.log")  # fmt: skip
-            hutch_tag = out.split()[-1]
-            log(f"  {hutch_s:.0f}s, {hutch_tag}")
-
-            seed_tag = f"{SEED_TAG}:cold"
-            log("cold build: the seed's Dockerfile.claude, docker build --no-cache ...")
-            made.append(seed_tag)
-            # The builder hutch picks on this machine, for both.
-            seed_s, _ = timed_build(
-                ["docker", "build", "--no-cache", "--force-rm", "--tag", seed_tag,
-                 "--file", "Dockerfile.claude", "."],
-                env | {"DOCKER_BUILDKIT": "1" if buildkit else "0"}, context,
-                logs / "build-seed-cold.log",
-            )  # fmt: skip
-            log(f"  {seed_s:.0f}s, {seed_tag}")
+            env: dict[str, str] = {}
+            project = root
+            hutch_tag = ""
+            for n in range(rounds):
+                for side in ("hutch", "seed") if n % 2 == 0 else ("seed", "hutch"):
+                    if side == "hutch":
+                        # A fresh XDG state each round, as a new user has.
+                        env = isolated_env(root / f"xdg-{n}")
+                        project = root / f"project-{n}"
+                        project.mkdir()
+                        replaced = image_id(hutch_tag) if n else ""
+                        log(f"cold build {n + 1}/{rounds}: hutch build --no-cache ...")
+                        run = timed_build([HUTCH, "build", "--no-cache"], env, project,
+                                          logs / f"build-hutch-cold-{n + 1}.log")  # fmt: skip
+                        hutch_runs.append(run)
+                        hutch_tag = run.output.split()[-1]
+                        if replaced and replaced != image_id(hutch_tag):
+                            made.append(replaced)  # this bench's previous round, now untagged
+                        log(f"  {run.seconds:.0f}s, {hutch_tag}")
+                    else:
+                        log(f"cold build {n + 1}/{rounds}: the seed's Dockerfile.claude ...")
+                        if seed_tag not in made:
+                            made.append(seed_tag)
+                        # The builder hutch picks on this machine, for both.
+                        run = timed_build(
+                            ["docker", "build", "--no-cache", "--force-rm", "--tag", seed_tag,
+                             "--file", "Dockerfile.claude", "."],
+                            env | {"DOCKER_BUILDKIT": "1" if buildkit else "0"}, context,
+                            logs / f"build-seed-cold-{n + 1}.log",
+                        )  # fmt: skip
+                        seed_runs.append(run)
+                        log(f"  {run.seconds:.0f}s, {seed_tag}")
             hutch_size, seed_size = image_size(hutch_tag), image_size(seed_tag)
 
             # The agent update: pin the release before the one just built.
@@ -199,31 +256,40 @@ def measure(logs: Path, buildkit: bool, log: Callable[[str], None] = print) -> B
             older = previous_version(current)
             pins.write_text(json.dumps({AGENT: {"version": older, "checked": time.time()}}) + "\n")
             log(f"agent update: {AGENT} {current} -> {older} (pinned), hutch build ...")
-            update_s, out = timed_build([HUTCH, "build"], env, project,
-                                        logs / "build-hutch-update.log")  # fmt: skip
-            update_tag = out.split()[-1]
+            update = timed_build([HUTCH, "build"], env, project, logs / "build-hutch-update.log")
+            update_tag = update.output.split()[-1]
             if update_tag not in hutch_before:
                 made.append(update_tag)
-            log(f"  {update_s:.0f}s, {update_tag}")
+            log(f"  {update.seconds:.0f}s, {update_tag}")
     finally:
         # Every hutch-bench-seed:* image is this bench's, left over or not.
-        for tag in made + sorted(image_tags(SEED_TAG) - set(made)):
-            subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=300,
+        for ref in made + sorted(image_tags(SEED_TAG) - set(made)):
+            subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=300,
                            check=False)  # fmt: skip
     return Build(
-        hutch_s, seed_s, hutch_tag, hutch_size, seed_size, SEED_SUBSTITUTIONS,
-        analyse_update(current, older, update_s, update_tag, out),
+        statistics.median(r.seconds for r in hutch_runs),
+        statistics.median(r.seconds for r in seed_runs),
+        [r.seconds for r in hutch_runs], [r.seconds for r in seed_runs],
+        hutch_runs[-1].steps, seed_runs[-1].steps,
+        hutch_tag, hutch_size, seed_size, SEED_SUBSTITUTIONS,
+        analyse_update(current, older, update.seconds, update_tag, update.output),
     )  # fmt: skip
+
+
+def slow_steps(steps: list[tuple[str, float]], over: float = 1.0) -> str:
+    """'RUN apt-get ... 61s, RUN npm ... 40s': the steps that took longer than `over`."""
+    return ", ".join(f"{ins[:36]}... {s:.0f}s" for ins, s in steps if s >= over)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--logs", type=Path, default=BENCH / "results" / "logs")
+    parser.add_argument("--rounds", type=int, default=1, help="cold builds of each recipe")
     args = parser.parse_args()
     buildkit = subprocess.run(["docker", "buildx", "version"], capture_output=True,
                               check=False).returncode == 0  # fmt: skip
-    b = measure(args.logs, buildkit)
+    b = measure(args.logs, buildkit, args.rounds)
     print(
         f"cold build  hutch {b.hutch_cold_s:.1f}s  seed {b.seed_cold_s:.1f}s  "
         f"ratio {b.hutch_cold_s / b.seed_cold_s:.2f}"
@@ -232,6 +298,8 @@ def main() -> int:
         f"image size  hutch {b.hutch_size_b / 1e9:.2f} GB  seed {b.seed_size_b / 1e9:.2f} GB  "
         f"ratio {b.hutch_size_b / b.seed_size_b:.2f}"
     )
+    print(f"  hutch steps: {slow_steps(b.hutch_steps)}")
+    print(f"  seed steps:  {slow_steps(b.seed_steps)}")
     u = b.update
     print(
         f"agent update {u.pinned_from} -> {u.pinned_to}: {u.seconds:.1f}s "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -89,7 +90,7 @@ IT_USER = "hutch-it"
 IT_GROUP = "hutch-it-grp"
 IT_UID = 1234
 IT_GID = 4321
-IT_VENV = Path("/opt/hutch-it-venv")
+IT_VENV_ROOT = Path("/opt/hutch-it")
 
 
 def _ensure_host_user() -> str:
@@ -99,17 +100,18 @@ def _ensure_host_user() -> str:
     try:
         grp.getgrgid(IT_GID)
     except KeyError:
-        subprocess.run(["groupadd", "-g", str(IT_GID), IT_GROUP], check=True)
+        # check=False: a concurrent test session may have just added it.
+        subprocess.run(["groupadd", "-g", str(IT_GID), IT_GROUP], check=False)
     try:
-        name = pwd.getpwuid(IT_UID).pw_name
+        pwd.getpwuid(IT_UID)
     except KeyError:
         subprocess.run(
             ["useradd", "-u", str(IT_UID), "-g", str(IT_GID), "-M",
              "-d", "/nonexistent", "-s", "/bin/sh", IT_USER],
-            check=True,
+            check=False,
         )  # fmt: skip
-        name = IT_USER
     entry = pwd.getpwuid(IT_UID)
+    name = entry.pw_name
     assert entry.pw_gid == IT_GID, f"host user {name} exists with primary gid {entry.pw_gid}"
     # Whatever group owns the engine socket, the user needs it (as a docker user would).
     sock = "/var/run/docker.sock"
@@ -120,43 +122,69 @@ def _ensure_host_user() -> str:
     return name
 
 
-def _install_hutch(venv: Path) -> None:
+def _source_digest() -> str:
+    h = hashlib.sha256()
+    src = REPO_ROOT / "src" / "hutch"
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            h.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _install_hutch() -> Path:
     """Install this checkout for a user who cannot read the test runner's Python.
 
     Debian's own python3 makes the venv; the package is copied in the way pip
     lays out a pure-Python package, so no build backend or network is needed.
+    One venv per source digest, created under a temporary name and renamed:
+    concurrent test sessions never see each other's half-built install.
     """
+    venv = IT_VENV_ROOT / _source_digest()
+    if (venv / "bin" / "hutch").exists():
+        return venv
     python = Path("/usr/bin/python3")
     assert python.exists(), "the non-root test needs the system python3 (/usr/bin/python3)"
-    subprocess.run([str(python), "-m", "venv", "--without-pip", "--clear", str(venv)], check=True)
-    site = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    shutil.copytree(
-        REPO_ROOT / "src" / "hutch",
-        Path(site) / "hutch",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    script = venv / "bin" / "hutch"
-    script.write_text(
-        f"#!{venv / 'bin' / 'python'}\n"
-        "import sys\nfrom hutch.cli import main\nsys.exit(main())\n"
-    )
-    script.chmod(0o755)
-    for dirpath, _dirnames, filenames in os.walk(venv):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode | 0o444)
+    IT_VENV_ROOT.mkdir(parents=True, exist_ok=True)
+    IT_VENV_ROOT.chmod(0o755)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{venv.name}.tmp-", dir=IT_VENV_ROOT))
+    try:
+        subprocess.run([str(python), "-m", "venv", "--without-pip", "--clear", str(tmp)], check=True)
+        site = subprocess.run(
+            [str(tmp / "bin" / "python"), "-c",
+             "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        shutil.copytree(
+            REPO_ROOT / "src" / "hutch",
+            Path(site) / "hutch",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        script = tmp / "bin" / "hutch"
+        # The venv's python is a link to /usr/bin/python3, so it works from its final name.
+        script.write_text(
+            f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom hutch.cli import main\nsys.exit(main())\n"
+        )
+        script.chmod(0o755)
+        for dirpath, _dirnames, filenames in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        try:
+            tmp.rename(venv)
+        except OSError:
+            if not (venv / "bin" / "hutch").exists():  # not a concurrent session's win
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return venv
 
 
 @pytest.fixture(scope="session")
 def host_user(docker_engine: None) -> HostUser:
     name = _ensure_host_user()
-    _install_hutch(IT_VENV)
-    return HostUser(name, IT_UID, IT_GID, IT_VENV)
+    return HostUser(name, IT_UID, IT_GID, _install_hutch())
 
 
 @pytest.fixture

@@ -64,7 +64,9 @@ def only_docker_on_path(hutch: Hutch) -> str:
 
 
 def test_podman_unavailable(hutch: Hutch, project: Path) -> None:
-    env = hutch.env(PATH=only_docker_on_path(hutch))
+    tmp = hutch.root / "tmp"  # keeps /tmp clean whatever hutch leaves
+    tmp.mkdir()
+    env = hutch.env(PATH=only_docker_on_path(hutch), TMPDIR=str(tmp))
     result = exec_true(hutch, project, "--engine", "podman", env=env)
     assert result.returncode == 4, result.stderr
     assert "podman" in result.stderr

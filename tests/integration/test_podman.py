@@ -33,8 +33,14 @@ pytestmark = pytest.mark.integration
 POD_USER = "hutch-pod"
 POD_UID = 2345
 POD_HOME = Path("/home/hutch-pod")
-POD_VENV = Path("/opt/hutch-pod-venv")
 SUBID_COUNT = 65536
+RUNTIME_DIR = f"/run/user/{POD_UID}"
+# Debian's Podman 4.3 would fall back to vfs: a full image copy per launch.
+STORAGE_CONF = f"""[storage]
+driver = "overlay"
+graphroot = "{POD_HOME}/.local/share/containers/storage"
+runroot = "{RUNTIME_DIR}/containers"
+"""
 CANARY, VALUE = "HUTCH_CANARY_SECRET", "s3cr3t"
 HOST_PROXY = "http://user:proxy-password@proxy.invalid:3128"
 BODY = "hello from the stand-in outside"
@@ -63,6 +69,7 @@ class Mode:
         argv = ["podman", *args]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **self.env}
         if self.user is not None:
+            env["HOME"] = str(POD_HOME)
             assignments = [f"{k}={v}" for k, v in env.items()]
             argv = ["runuser", "-u", self.user, "--", "env", "-i", *assignments, *argv]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
@@ -72,6 +79,13 @@ class Mode:
         h = Hutch(root, binary=self.hutch_binary, user=self.user,
                   extra_env={"HUTCH_ENGINE": "podman", **self.env})  # fmt: skip
         h.make_dirs()
+        if self.user is not None:
+            # The user's storage, where their XDG_CONFIG_HOME says (a moved
+            # XDG_DATA_HOME would otherwise move it, and Podman 4.3 ignores
+            # graphroot under CONTAINERS_STORAGE_CONF then).
+            conf = h.config / "containers" / "storage.conf"
+            conf.parent.mkdir(parents=True)
+            conf.write_text(STORAGE_CONF)
         if self.pins.is_file():
             target = h.state / "hutch" / "versions.json"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +114,11 @@ class Mode:
 
 
 def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """For trees the test just made; never follows a link (it may point anywhere)."""
     for dirpath, _dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, gid)
+        os.chown(dirpath, uid, gid, follow_symlinks=False)
         for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid)
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
 # -- setting up the two flavours ---------------------------------------------------
@@ -135,26 +150,27 @@ def _ensure_rootless_user() -> None:
             start = _next_free_subid(path)
             subprocess.run(["usermod", f"--add-sub{kind}", f"{start}-{start + SUBID_COUNT - 1}",
                             POD_USER], check=True)  # fmt: skip
-    runtime = Path(f"/run/user/{POD_UID}")
+    runtime = Path(RUNTIME_DIR)
     runtime.mkdir(parents=True, exist_ok=True)
     os.chown(runtime, POD_UID, POD_UID)
     runtime.chmod(0o700)
     conf = POD_HOME / ".config" / "containers" / "storage.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    # Debian's Podman 4.3 would fall back to vfs: a full image copy per launch.
-    conf.write_text(
-        "[storage]\n"
-        'driver = "overlay"\n'
-        f'graphroot = "{POD_HOME}/.local/share/containers/storage"\n'
-        f'runroot = "{runtime}/containers"\n'
+    conf.write_text(STORAGE_CONF)
+    # Only what was made here: the home also holds the user's image storage.
+    for path in (conf.parent.parent, conf.parent, conf):
+        os.chown(path, POD_UID, POD_UID, follow_symlinks=False)
+    tun = Path("/dev/net/tun")
+    assert tun.exists() and os.stat(tun).st_mode & 0o006 == 0o006, (
+        "rootless Podman's network (slirp4netns) needs /dev/net/tun usable by all "
+        "(crw-rw-rw-, as Debian makes it); .ci/run sets it up"
     )
-    chown_tree(POD_HOME, POD_UID, POD_UID)
 
 
 def _import_base(mode: Mode) -> None:
     """The offline base image, into this flavour's own storage."""
     plain = {"HUTCH_CI_ENGINE": "podman", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    env = {**plain, **mode.env}
+    env = {**plain, **mode.env, "HOME": str(POD_HOME)}
     argv = ["bash", str(REPO_ROOT / ".ci" / "base-image.sh"), "debian:bookworm-slim"]
     if mode.user is not None:
         # As root first (into rootful storage): only root can debootstrap the
@@ -188,12 +204,10 @@ def mode(request: pytest.FixtureRequest, podman_root: Path) -> Iterator[Mode]:
         m = Mode("rootful", 0, 0)
     else:
         _ensure_rootless_user()
-        _install_hutch(POD_VENV)
+        venv = _install_hutch()  # shared with conftest's non-root user; readable by all
         m = Mode("rootless", POD_UID, POD_UID, user=POD_USER,
-                 hutch_binary=str(POD_VENV / "bin" / "hutch"),
-                 env={"XDG_RUNTIME_DIR": f"/run/user/{POD_UID}",
-                      "CONTAINERS_STORAGE_CONF": str(POD_HOME / ".config/containers/storage.conf"),
-                      "HOME": str(POD_HOME)})  # fmt: skip
+                 hutch_binary=str(venv / "bin" / "hutch"),
+                 env={"XDG_RUNTIME_DIR": RUNTIME_DIR})  # fmt: skip
     _import_base(m)
     info = m.podman("info", "--format", "{{.Host.Security.Rootless}} {{.Store.GraphDriverName}}")
     assert info.stdout.split() == [str(m.user is not None).lower(), "overlay"], info.stderr
@@ -339,7 +353,7 @@ def test_container_gone_after_the_session(mode: Mode, hutch: Hutch, project: Pat
 
 def test_odd_project_path_mounts_as_one_field(mode: Mode, hutch: Hutch) -> None:
     # A name that would inject mount options if the CSV field were not quoted.
-    odd = hutch.root / 'p,readonly=false,target=/etc,"q'
+    odd = hutch.root / 'p,readonly=false,bind-propagation=shared,"q:x'
     odd.mkdir()
     os.chown(odd, mode.uid, mode.gid)
     result = sh(hutch, odd, "pwd; touch made-here")
@@ -408,3 +422,30 @@ def test_doctor_names_the_engine_and_why(mode: Mode, hutch: Hutch, project: Path
     assert any(line.startswith("[ok] podman ") and f", {flavour} " in line for line in lines), lines
     assert "[ok] storage driver overlay" in lines
     assert "[ok] base image debian:bookworm-slim present" in lines
+
+
+def test_doctor_detects_vfs_and_says_how_to_fix(mode: Mode, hutch: Hutch, project: Path) -> None:
+    # A storage of its own, so that the flavour's real one stays as it is.
+    store = hutch.root / "vfs-store"
+    conf_text = (f'[storage]\ndriver = "vfs"\ngraphroot = "{store}/graph"\n'
+                 f'runroot = "{store}/run"\n')  # fmt: skip
+    env = hutch.env()
+    if mode.user is None:
+        conf = hutch.root / "storage.conf"
+        env["CONTAINERS_STORAGE_CONF"] = str(conf)
+    else:
+        conf = hutch.config / "containers" / "storage.conf"
+    conf.write_text(conf_text)
+    result = hutch.run("doctor", cwd=project, env=env)
+    lines = result.stdout.splitlines()
+    at = lines.index("[warn] storage driver vfs: every launch copies the whole image (seconds, "
+                     "not a fraction of one)")  # fmt: skip
+    fix = lines[at + 1]
+    assert f"write {conf} with the lines [storage] and driver = \"overlay\"" in fix, fix
+    assert "podman system reset` (it deletes this user's Podman images" in fix, fix
+    # The file alone does not switch it: the storage remembers vfs until a reset.
+    conf.write_text(conf_text.replace('"vfs"', '"overlay"'))
+    again = hutch.run("doctor", cwd=project, env=env).stdout.splitlines()
+    at = again.index(lines[at])
+    assert again[at + 1].startswith(f"       fix: {conf} already asks for overlay"), again
+    assert "podman system reset" in again[at + 1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -92,6 +93,22 @@ def test_only_gemini_brings_its_own_node() -> None:
 def test_npm_install_line_is_pinned() -> None:
     line = agent_install_line(BUILTIN["codex"], "0.171.0")
     assert "npm install -g" in line and "'@openai/codex@0.171.0'" in line
+    assert "node@" not in line
+
+
+def test_gemini_layer_brings_its_node() -> None:
+    # In the agent's own layer, with the agent: other images keep the base's Node.js.
+    line = agent_install_line(BUILTIN["gemini"], "0.61.0")
+    assert line.startswith("RUN npm install -g ")
+    assert "'@google/gemini-cli@0.61.0' 'node@24'" in line
+
+
+def test_custom_agent_node() -> None:
+    assert custom_agent("x", table(node="22")).node == "22"
+    for bad in (table(node="latest"), table(node="22", install="pip", package="x")):
+        with pytest.raises(ConfigError) as info:
+            custom_agent("x", bad)
+        assert "[agents.x] node" in info.value.message
 
 
 # -- custom agents ---------------------------------------------------------------------
@@ -395,30 +412,15 @@ def test_check_off(tmp_path: Path) -> None:
     assert lookup.calls == []
 
 
-def test_check_survives_a_read_only_state(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    pins = Pins(state / "versions.json")
+def test_check_survives_an_unwritable_state(tmp_path: Path) -> None:
+    pins = Pins(tmp_path / "versions.json")
     pins.set("claude", "2.1.0", now=NOW - 10 * DAY)
-    state.chmod(0o500)
-    try:
-        if (state / "probe").parent.stat().st_mode and _writable(state):
-            pytest.skip("running as root: permissions do not stop writes")
-        lookup = Lookups("2.1.9")
-        said = run_check(pins, lookup, NOW)
-        assert len(said) == 1
-        assert lookup.calls == []  # no stamp, no lookup: else every start would ask
-    finally:
-        state.chmod(0o700)
-
-
-def _writable(directory: Path) -> bool:
-    probe = directory / "probe"
-    try:
-        probe.write_text("")
-    except OSError:
-        return False
-    probe.unlink()
-    return True
+    # Works as root too: a directory where the pin file's temporary copy would go.
+    (tmp_path / f"versions.json.{os.getpid()}.{threading.get_ident()}.tmp").mkdir()
+    lookup = Lookups("2.1.9")
+    said = run_check(pins, lookup, NOW)
+    assert len(said) == 1
+    assert lookup.calls == []  # no stamp, no lookup: else every start would ask
 
 
 def test_max_age_days_from_config(tmp_path: Path) -> None:

@@ -230,6 +230,8 @@ def test_detect_host_here() -> None:
         ("Error: container-init binary not found on the host: stat /usr/libexec/podman/catatonit",
          "catatonit"),
         ("cannot clone: Operation not permitted\nError: cannot re-exec process", "user_namespaces"),
+        ('Error: building at STEP "RUN true": failed to read from slirp4netns sync pipe: EOF',
+         "/dev/net/tun"),
     ],
 )  # fmt: skip
 def test_unavailable_messages_say_how_to_fix(stderr: str, needle: str) -> None:

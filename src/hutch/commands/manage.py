@@ -140,6 +140,7 @@ def agents(ws: Workspace) -> int:
         rows.append((name + marker, f"{agent.install}:{agent.package}", version or "-",
                      latest or "?", image))  # fmt: skip
     _table(rows)
+    sys.stdout.flush()  # the table before the notes below, also when piped
     if any(latest is None for latest in newest.values()):
         ws.say("NEWEST ? : the registry did not answer; check the network or npm_config_registry")
     if engine_error is not None:
@@ -441,6 +442,7 @@ def _socket_check(checks: _Checks) -> None:
                   f"sudo usermod -aG {group} $USER, then log in again")  # fmt: skip
 
 
+TUN_DEVICE = "/dev/net/tun"
 # Where Podman looks for the init it runs as PID 1 (`--init`), by distribution.
 CATATONIT_PATHS = (
     "/usr/libexec/podman/catatonit",
@@ -488,13 +490,18 @@ def _podman_checks(engine: Podman, checks: _Checks) -> bool:
         slirp = shutil.which("slirp4netns") is not None
         report(slirp, "slirp4netns present (network for --network open)",
                "sudo apt-get install slirp4netns")  # fmt: skip
+        tun = os.access(TUN_DEVICE, os.R_OK | os.W_OK)
+        report(tun, f"{TUN_DEVICE} usable (slirp4netns: image builds and --network open)",
+               f"sudo modprobe tun; sudo chmod 0666 {TUN_DEVICE} (its usual mode)")  # fmt: skip
     if driver == "vfs":
         overridden = "overwritten by graph driver" in info.stderr
-        # Rootful Podman reports the packaged default under /usr/share: edit /etc's.
-        default = "~/.config/containers/storage.conf" if rootless else "/etc/containers/storage.conf"
-        conf = config_file if rootless and config_file else default
+        conf = config_file or (
+            "~/.config/containers/storage.conf" if rootless else "/etc/containers/storage.conf")
+        if conf.startswith("/usr/share/"):
+            conf = "/etc/containers/storage.conf"  # the packaged default: override it in /etc
         fix = (
-            f'in {conf} put [storage] driver = "overlay"; then `{engine.binary} system reset` '
+            f'write {conf} with the lines [storage] and driver = "overlay"; then '
+            f"`{engine.binary} system reset` "
             "(it deletes this user's Podman images and containers) so that the new driver "
             "takes effect, and `hutch build` again"
         )

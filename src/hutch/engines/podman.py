@@ -8,7 +8,6 @@ would otherwise copy in from the host), so each is spelled out here.
 from __future__ import annotations
 
 import os
-import re
 import resource
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -18,7 +17,6 @@ from hutch.engines.base import BuildCommand, Engine, LimitsGap, csv_field
 from hutch.errors import EngineUnavailable, SetupFailed
 from hutch.plan import Mount, RunPlan
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UNLIMITED = resource.RLIM_INFINITY
 
 SUBID_FIX = (
@@ -42,8 +40,15 @@ class PodmanHost(NamedTuple):
 
     @property
     def limits_work(self) -> bool:
-        # Rootless Podman has no cgroup of its own to limit on cgroup v1
-        # (no delegation): it drops --memory/--cpus/--pids-limit with a warning.
+        # Rootless Podman has no cgroup of its own to limit on cgroup v1 (no
+        # delegation): it would drop --memory/--cpus/--pids-limit with a warning.
+        # hutch then runs without memory and CPU limits rather than refusing:
+        # refusing would rule rootless Podman out on every cgroup v1 host, and
+        # its user-namespace boundary is the stronger one against the threats
+        # that matter more (identity, files, secrets). What stays: the process
+        # cap as RLIMIT_NPROC (a fork bomb still stops), and honesty about the
+        # rest: the launch summary says so every time, a warning with the fix
+        # once per user, and `hutch doctor`.
         return self.cgroup_v2 or not self.rootless
 
 
@@ -144,10 +149,11 @@ class Podman(Engine):
                 str(plan.pids),
             ]
         # Rootful Podman raises RLIMIT_NPROC and RLIMIT_NOFILE to 2^20 unless
-        # told, which fails where root lacks CAP_SYS_RESOURCE (in a container,
-        # say). Pinned here instead: processes to the plan's number (the one
-        # limit that needs no cgroup, so it also holds for rootless Podman on
-        # cgroup v1; counted per user namespace), open files to the user's own.
+        # told, which fails ("error setting rlimit") where root lacks
+        # CAP_SYS_RESOURCE, in a container or VM sandbox, say. Pinned here
+        # instead: processes to the plan's number (the one limit that needs no
+        # cgroup, so it also holds for rootless Podman on cgroup v1; counted per
+        # user namespace since Linux 5.14), open files to what the user has.
         cap = self.process_cap(plan)
         argv += ["--ulimit", f"nproc={cap}:{cap}"]
         argv += _ulimit("nofile", host.nofile)
@@ -155,7 +161,7 @@ class Podman(Engine):
         for mount in plan.mounts:
             argv += ["--mount", self.mount_arg(mount)]
         for var in plan.env:
-            if not _ENV_NAME.match(var.name):
+            if not (var.name.isascii() and var.name.isidentifier()):
                 # Podman expands NAME* against the host environment.
                 raise SetupFailed(
                     f"environment variable name {var.name!r} is not valid",
@@ -241,6 +247,12 @@ class Podman(Engine):
                 "rootless Podman cannot create a user namespace here",
                 "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; "
                 "on Debian kernels < 5.10 also kernel.unprivileged_userns_clone=1)",
+            )
+        if "slirp4netns" in text and ("sync pipe" in text or "/dev/net/tun" in text):
+            raise EngineUnavailable(
+                "rootless Podman's network (slirp4netns) cannot start",
+                "it needs /dev/net/tun: sudo modprobe tun; sudo chmod 0666 /dev/net/tun "
+                "(its usual mode); `hutch doctor` checks this",
             )
         if "unable to connect to podman" in text or "cannot connect to podman" in text:
             raise EngineUnavailable(
