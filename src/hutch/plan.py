@@ -13,8 +13,11 @@ from hutch.errors import UsageError
 from hutch.image.recipe import HOME
 
 PROXY_PORT = 3128
-PROXY_SOCKET_DIR = "/run/hutch"
-PROXY_SOCKET = f"{PROXY_SOCKET_DIR}/egress.sock"
+RUNTIME_DIR = "/run/hutch"
+PROXY_SOCKET = f"{RUNTIME_DIR}/egress.sock"
+# Named values travel in this file, read by the entrypoint, so that they are
+# neither in argv nor in the engine's container metadata.
+ENV_FILE = f"{RUNTIME_DIR}/env"
 # Targets a user mount may not cover: they would hide or replace what the
 # sandbox's guarantees rest on.
 RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/run/hutch")
@@ -30,8 +33,8 @@ class Mount(NamedTuple):
 class EnvVar(NamedTuple):
     name: str
     value: str
-    # Secret values never appear in argv, --dry-run or logs: the engine client
-    # reads them from its own environment.
+    # Secret values never appear in argv, --dry-run, logs or engine metadata:
+    # they reach the sandbox through the session's env file.
     secret: bool = False
 
 
@@ -75,7 +78,7 @@ class HostFacts(NamedTuple):
     identity_files: tuple[str, str]  # generated passwd and group on the host
     owner_pid: int = 0
     hostname: str = ""
-    proxy_socket_dir: str | None = None
+    runtime_dir: str | None = None  # host side of /run/hutch for this session
     empty_file: str = ""
     empty_dir: str = ""
 
@@ -227,14 +230,17 @@ def build_run_plan(
     ]
     if tty:
         fixed.append(EnvVar("TERM", host.environ.get("TERM", "xterm-256color")))
-    if settings.network_mode == "allowlist" and host.proxy_socket_dir is not None:
-        mounts.append(Mount(host.proxy_socket_dir, PROXY_SOCKET_DIR))
+    if host.runtime_dir is not None:
+        mounts.append(Mount(host.runtime_dir, RUNTIME_DIR))
+    if settings.network_mode == "allowlist" and host.runtime_dir is not None:
         proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
         fixed.append(EnvVar("HUTCH_PROXY_SOCKET", PROXY_SOCKET))
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             fixed.append(EnvVar(name, proxy_url))
         for name in ("NO_PROXY", "no_proxy"):
             fixed.append(EnvVar(name, "localhost,127.0.0.1,::1"))
+    if any(e.secret for e in env):
+        fixed.append(EnvVar("HUTCH_ENV_FILE", ENV_FILE))
     named = {e.name for e in env}
     all_env = tuple(e for e in fixed if e.name not in named) + env
 

@@ -197,9 +197,7 @@ def _write_if_changed(path: Path, content: str) -> None:
     tmp.replace(path)
 
 
-def host_facts(
-    ws: Workspace, agent: AgentDef, proxy_socket_dir: str | None = None
-) -> HostFacts:
+def host_facts(ws: Workspace, agent: AgentDef, runtime_dir: str | None = None) -> HostFacts:
     identity = host_identity()
     data = ws.dirs.data
     home = ws.dirs.agent_home(agent.name)
@@ -234,7 +232,7 @@ def host_facts(
         identity_files=(str(ident_dir / f"passwd-{key}"), str(ident_dir / f"group-{key}")),
         owner_pid=os.getpid(),
         hostname=host_name(),
-        proxy_socket_dir=proxy_socket_dir,
+        runtime_dir=runtime_dir,
         empty_file=str(empty_file),
         empty_dir=str(empty_dir),
     )
@@ -280,11 +278,59 @@ def format_argv(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def runtime_base() -> Path:
+    # Unix socket paths are limited to ~107 bytes: keep the directory short.
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not base or len(base) > 60 or not os.path.isdir(base):
+        base = os.environ.get("TMPDIR", "") or "/tmp"
+        if len(base) > 60 or not os.path.isdir(base):
+            base = "/tmp"
+    return Path(base)
+
+
+def make_runtime_dir(session: str) -> Path:
+    """The host side of /run/hutch: the proxy socket and the env file. Private (0700)."""
+    path = runtime_base() / f"hutch-{os.getuid()}-{session}"
+    path.mkdir(mode=0o700)
+    return path
+
+
+def remove_runtime_dir(path: Path | str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_env_file(runtime_dir: Path, plan: RunPlan) -> None:
+    """Named values, shell-quoted, for the entrypoint to read (not argv, not metadata)."""
+    lines = [f"{v.name}={shlex.quote(v.value)}" for v in plan.env if v.secret]
+    if not lines:
+        return
+    path = runtime_dir / "env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def sweep_runtime_dirs(ws: Workspace) -> list[str]:
+    """Runtime dirs of this user's sessions that no live hutch owns any more."""
+    live = {p.stem for p in ws.dirs.sessions().glob("*.json")} if ws.dirs.sessions().is_dir() else set()
+    prefix = f"hutch-{os.getuid()}-"
+    removed: list[str] = []
+    base = runtime_base()
+    for entry in os.scandir(base):
+        if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
+            if entry.name[len(prefix) :] not in live:
+                remove_runtime_dir(entry.path)
+                removed.append(entry.path)
+    return removed
+
+
 def _record_path(ws: Workspace, session: str) -> Path:
     return ws.dirs.sessions() / f"{session}.json"
 
 
-def record_session(ws: Workspace, plan: RunPlan) -> Path:
+def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> Path:
     path = _record_path(ws, plan.session)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -298,6 +344,7 @@ def record_session(ws: Workspace, plan: RunPlan) -> Path:
                 "host": host_name(),
                 "started": time.time(),
                 "engine": ws.engine.name,
+                "runtime_dir": runtime_dir,
             }
         )
     )
@@ -328,18 +375,25 @@ def reap_stale(ws: Workspace) -> list[str]:
     names = [str(d.get("container")) for _, d in stale if d.get("engine") == ws.engine.name]
     if names:
         ws.engine.remove(names)
-    for path, _ in stale:
+    for path, data in stale:
+        runtime = data.get("runtime_dir")
+        if isinstance(runtime, str) and Path(runtime).name.startswith(f"hutch-{os.getuid()}-"):
+            remove_runtime_dir(runtime)
         path.unlink(missing_ok=True)
     return names
 
 
 def launch(
-    ws: Workspace, plan: RunPlan, recipe: Recipe, egress: SessionEgress | None = None
+    ws: Workspace,
+    plan: RunPlan,
+    recipe: Recipe,
+    runtime_dir: Path | None = None,
+    egress: SessionEgress | None = None,
 ) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
     engine = ws.engine
     reap_stale(ws)
-    record = record_session(ws, plan)
+    record = record_session(ws, plan, str(runtime_dir) if runtime_dir else None)
     own_group = not plan.tty
     env = engine.client_env(plan, os.environ)
     cleaned: list[bool] = []

@@ -26,7 +26,7 @@ from hutch.plan import (
 ENV = {"HOME": "/home/alice", "SECRET_TOKEN": "hunter2", "LANG": "C.UTF-8", "TERM": "xterm"}
 
 
-def facts(project: str, cwd: str | None = None, proxy: str | None = None) -> HostFacts:
+def facts(project: str, cwd: str | None = None, runtime: str | None = None) -> HostFacts:
     return HostFacts(
         project=project,
         cwd=cwd or project,
@@ -38,7 +38,7 @@ def facts(project: str, cwd: str | None = None, proxy: str | None = None) -> Hos
         identity_files=("/data/identity/passwd", "/data/identity/group"),
         owner_pid=99,
         hostname="box",
-        proxy_socket_dir=proxy,
+        runtime_dir=runtime,
         empty_file="/data/empty/file",
         empty_dir="/data/empty/dir",
     )
@@ -122,15 +122,37 @@ def test_odd_project_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
 
 def test_secret_env_values_never_in_argv(tmp_path: Path) -> None:
     s = settings(tmp_path, '[sandbox]\nenv = ["SECRET_TOKEN", "LANG", "LITERAL=value1", "MISSING"]\n')
-    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "img", "s", ("true",), True, False)
-    docker = Docker()
-    argv = docker.run_argv(plan)
-    assert "hunter2" not in " ".join(argv)
-    assert "value1" not in " ".join(argv)
-    assert argv[argv.index("SECRET_TOKEN") - 1] == "--env"
-    env = docker.client_env(plan, {"PATH": "/bin"})
-    assert env["SECRET_TOKEN"] == "hunter2" and env["LITERAL"] == "value1"
+    plan = build_run_plan(
+        s, BUILTIN["claude"], facts("/p", runtime="/run/x"), "img", "s", ("true",), True, False
+    )
+    argv = Docker().run_argv(plan)
+    joined = " ".join(argv)
+    # Neither values nor names: named variables travel in the session's env file.
+    assert "hunter2" not in joined and "value1" not in joined
+    assert "SECRET_TOKEN" not in joined and "LITERAL" not in joined
+    assert "HUTCH_ENV_FILE=/run/hutch/env" in joined
+    secrets = {v.name: v.value for v in plan.env if v.secret}
+    assert secrets == {"SECRET_TOKEN": "hunter2", "LANG": "C.UTF-8", "LITERAL": "value1"}
     assert plan.notes == ("MISSING is not set on the host; not passed",)
+    assert Docker().client_env(plan, {"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_env_file_is_private_and_quoted(tmp_path: Path) -> None:
+    from hutch.session import write_env_file
+
+    s = settings(tmp_path, '[sandbox]\nenv = ["ODD=it\'s $(x) `y`"]\n')
+    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "img", "s", ("true",), True, False)
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    write_env_file(runtime, plan)
+    env_file = runtime / "env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    import subprocess
+
+    out = subprocess.run(
+        ["sh", "-c", f'set -a; . "{env_file}"; printf %s "$ODD"'], capture_output=True, text=True
+    ).stdout
+    assert out == "it's $(x) `y`"
 
 
 def test_unnamed_host_env_never_passed(tmp_path: Path) -> None:
@@ -146,7 +168,7 @@ def test_open_network_and_proxy_env(tmp_path: Path) -> None:
     assert plan.network == "bridge"
     allow = settings(tmp_path)
     plan = build_run_plan(
-        allow, BUILTIN["claude"], facts("/p", proxy="/run/x"), "i", "s", ("x",), True, False
+        allow, BUILTIN["claude"], facts("/p", runtime="/run/x"), "i", "s", ("x",), True, False
     )
     assert plan.network == "none"
     env = {v.name: v.value for v in plan.env}

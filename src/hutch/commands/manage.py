@@ -188,7 +188,8 @@ def gc(ws: Workspace) -> int:
         if c.name not in reaped and not owner_pid_alive(c.labels, hostname)
     ]
     ws.engine.remove(leftovers)
-    removed = reaped + leftovers
+    swept = session.sweep_runtime_dirs(ws)
+    removed = reaped + leftovers + swept
     ws.say(f"removed {len(removed)} leftover sandbox{'es' if len(removed) != 1 else ''}"
            + (f": {', '.join(removed)}" if removed else ""))  # fmt: skip
     return 0

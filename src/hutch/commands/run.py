@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import session
 from hutch.plan import build_run_plan
 from hutch.session import Workspace
+
+if TYPE_CHECKING:
+    from hutch.guard import Guard
 
 
 class RunRequest(NamedTuple):
@@ -46,62 +49,65 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         command = request.command + request.user_args
     else:
         command = (agent.command, *agent.run_args, *request.user_args)
+    if not request.dry_run:
+        session.ensure_image(ws, recipe)
     session_id = session.new_session_id()
     uid = os.getuid()
-    checks = guard.prepare(
-        ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask
-    )
+    checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)
     for warning in checks.warnings:
         ws.warn(warning)
+    runtime = session.make_runtime_dir(session_id)
     egress = None
-    if ws.settings.network_mode == "allowlist":
-        from hutch.egress.session import SessionEgress
+    launched = False
+    status = 1
+    try:
+        if ws.settings.network_mode == "allowlist":
+            from hutch.egress.session import SessionEgress
 
-        egress = SessionEgress.prepare(ws, agent, session_id)
-    if request.dry_run:
-        facts = session.host_facts(ws, agent, egress.socket_dir if egress else None)
+            egress = SessionEgress.prepare(ws, agent, session_id, runtime)
+        facts = session.host_facts(ws, agent, str(runtime))
         plan = build_run_plan(
             ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,
             checks.masking,
         )  # fmt: skip
-        print(session.format_argv(ws.engine.run_argv(plan)))
-        if egress is not None:
-            egress.discard()
-        return 0
-    session.ensure_image(ws, recipe)
-    facts = session.host_facts(ws, agent, egress.socket_dir if egress else None)
-    plan = build_run_plan(
-        ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,
-        checks.masking,
-    )  # fmt: skip
-    for note in plan.notes:
-        ws.say(note)
-    allow_count = egress.allow_count if egress is not None else 0
-    summary = session.describe(plan, checks.masking, allow_count)
-    gap = ws.engine.limits_gap(plan)
-    if gap is not None:
-        summary += f" | {gap.summary}"
-        _warn_once(ws, "limits-gap", gap.warning)
-    ws.say(summary)
-    status = 1
-    try:
-        status = session.launch(ws, plan, recipe, egress)
+        if request.dry_run:
+            print(session.format_argv(ws.engine.run_argv(plan)))
+            return 0
+        session.write_env_file(runtime, plan)
+        for note in plan.notes:
+            ws.say(note)
+        allow_count = egress.allow_count if egress is not None else 0
+        summary = session.describe(plan, checks.masking, allow_count)
+        gap = ws.engine.limits_gap(plan)
+        if gap is not None:
+            summary += f" | {gap.summary}"
+            _warn_once(ws, "limits-gap", gap.warning)
+        ws.say(summary)
+        launched = True
+        status = session.launch(ws, plan, recipe, runtime, egress)
     finally:
-        changes = guard.after(ws.project, uid, checks)
-        guard.write_record(
-            ws.dirs.state, session_id, ws.project, agent.name, checks, changes, status
-        )
-        if changes:
-            ws.warn(
-                "the session changed files that the host may run later:\n"
-                + guard.describe_changes(changes)
-                + f"\n  review them; `hutch audit {session_id}` keeps the list"
-            )
-        if egress is not None:
-            denied = egress.finish()
-            if denied:
-                ws.warn(
-                    f"{denied} connection(s) were denied; `hutch audit {session_id}` "
-                    "lists them and what would allow them"
-                )
+        denied = egress.finish() if egress is not None else 0
+        session.remove_runtime_dir(runtime)
+        if launched:
+            _report(ws, agent.name, session_id, uid, checks, status, denied)
     return status
+
+
+def _report(
+    ws: Workspace, agent: str, session_id: str, uid: int, checks: Guard, status: int, denied: int
+) -> None:
+    from hutch import guard
+
+    changes = guard.after(ws.project, uid, checks)
+    guard.write_record(ws.dirs.state, session_id, ws.project, agent, checks, changes, status)
+    if changes:
+        ws.warn(
+            "the session changed files that the host may run later:\n"
+            + guard.describe_changes(changes)
+            + f"\n  review them; `hutch audit {session_id}` keeps the list"
+        )
+    if denied:
+        ws.warn(
+            f"{denied} connection(s) were denied; `hutch audit {session_id}` "
+            "lists them and what would allow them"
+        )

@@ -10,9 +10,6 @@ up), so the proxy lives exactly as long as the sandbox does and dies with it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,15 +56,12 @@ class SessionEgress:
         self._proxy: EgressProxy | None = None
 
     @classmethod
-    def prepare(cls, ws: Workspace, agent: AgentDef, session: str) -> SessionEgress:
+    def prepare(
+        cls, ws: Workspace, agent: AgentDef, session: str, runtime_dir: Path
+    ) -> SessionEgress:
         s = ws.settings
         policy = build_policy(s.network_mode, agent, s.allow, s.allow_private)
-        # Unix socket paths are limited to ~107 bytes: keep the directory short.
-        base = os.environ.get("XDG_RUNTIME_DIR", "")
-        if not base or len(base) > 60 or not os.path.isdir(base):
-            base = tempfile.gettempdir()
-        socket_dir = tempfile.mkdtemp(prefix=f"hutch-{session}-", dir=base)
-        return cls(policy, socket_dir, audit_path(ws.dirs.state, session), session)
+        return cls(policy, str(runtime_dir), audit_path(ws.dirs.state, session), session)
 
     @property
     def allow_count(self) -> int:
@@ -91,16 +85,12 @@ class SessionEgress:
         self._proxy = proxy
 
     def finish(self) -> int:
-        """Stop the proxy, remove the socket; returns how many connections were denied."""
+        """Stop the proxy (it removes its socket); returns how many connections were denied."""
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy.audit.close()
             self._proxy = None
-        self.discard()
         return denied_count(self.audit)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def denied_count(path: Path) -> int:

@@ -74,12 +74,8 @@ class Engine(ABC):
         return None
 
     def client_env(self, plan: RunPlan, environ: Mapping[str, str]) -> dict[str, str]:
-        """Environment for the engine client: secret values travel here, not in argv."""
-        env = dict(environ)
-        for var in plan.env:
-            if var.secret:
-                env[var.name] = var.value
-        return env
+        """Environment for the engine client (its own settings such as DOCKER_HOST)."""
+        return dict(environ)
 
     # -- engine calls ---------------------------------------------------------
 

@@ -59,8 +59,10 @@ class Docker(Engine):
         ]
         for mount in plan.mounts:
             argv += ["--mount", self.mount_arg(mount)]
+        # Secret values go through the env file (see plan.ENV_FILE), never argv.
         for var in plan.env:
-            argv += ["--env", var.name if var.secret else f"{var.name}={var.value}"]
+            if not var.secret:
+                argv += ["--env", f"{var.name}={var.value}"]
         argv.append(plan.image)
         argv += plan.command
         return argv
@@ -72,7 +74,8 @@ class Docker(Engine):
             argv = [self.binary, "buildx", "build", "--load", "--progress=plain"]
             env = {"DOCKER_BUILDKIT": "1"}
         else:
-            argv = [self.binary, "build"]
+            # --force-rm: the classic builder keeps a failed step's container otherwise.
+            argv = [self.binary, "build", "--force-rm"]
             env = {"DOCKER_BUILDKIT": "0"}
         argv += ["--tag", tag]
         for key, value in labels.items():

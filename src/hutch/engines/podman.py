@@ -167,7 +167,8 @@ class Podman(Engine):
                     f"environment variable name {var.name!r} is not valid",
                     "name variables with letters, digits and _ only",
                 )
-            argv += ["--env", var.name if var.secret else f"{var.name}={var.value}"]
+            if not var.secret:
+                argv += ["--env", f"{var.name}={var.value}"]
         argv.append(plan.image)
         argv += plan.command
         return argv

@@ -18,6 +18,15 @@ if [ -n "${HUTCH_PROXY_SOCKET:-}" ]; then
     done
 fi
 
+if [ -n "${HUTCH_ENV_FILE:-}" ] && [ -r "$HUTCH_ENV_FILE" ]; then
+    # Variables the user named: kept out of the engine's metadata, so they
+    # arrive in this file (shell-quoted by hutch) instead of `--env`.
+    set -a
+    . "$HUTCH_ENV_FILE"
+    set +a
+    unset HUTCH_ENV_FILE
+fi
+
 if [ "$#" -eq 0 ]; then
     set -- bash -l
 fi
