@@ -3,6 +3,7 @@ is reaped by gc and by the next start, sessions in one project do not collide.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -74,9 +75,10 @@ def _kill_hard(hutch: Hutch, project: Path) -> tuple[str, str]:
 
 
 def host_leftovers(session: str) -> list[Path]:
-    """What hutch keeps on the host only while a session runs (the egress socket
-    dir; in /tmp, as the test environment sets neither TMPDIR nor XDG_RUNTIME_DIR)."""
-    return sorted(Path("/tmp").glob(f"hutch-{session}-*"))
+    """What hutch keeps on the host only while a session runs (its runtime dir:
+    egress socket and env file; in /tmp, as the test environment sets neither
+    TMPDIR nor XDG_RUNTIME_DIR)."""
+    return sorted(Path("/tmp").glob(f"hutch-{os.getuid()}-{session}"))
 
 
 @pytest.fixture

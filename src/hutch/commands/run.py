@@ -72,6 +72,9 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         )  # fmt: skip
         if request.dry_run:
             print(session.format_argv(ws.engine.run_argv(plan)))
+            named = [f"{v.name}=<redacted>" for v in plan.env if v.secret]
+            if named:
+                print(f"# env file /run/hutch/env: {' '.join(named)}")
             return 0
         session.write_env_file(runtime, plan)
         for note in plan.notes:
