@@ -12,8 +12,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NetworkMode = Literal["allowlist", "open", "none"]
@@ -68,8 +67,7 @@ class HostError(ValueError):
     """A host name that cannot be normalised; the proxy treats it as a denial."""
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(NamedTuple):
     """A normalised host: an ASCII name, or an IP address in canonical form."""
 
     name: str
@@ -166,8 +164,7 @@ def denied_range(ip: IPAddress) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class AllowEntry:
+class AllowEntry(NamedTuple):
     """One `[network] allow` (or `allow_private`) entry, normalised."""
 
     text: str
@@ -246,8 +243,7 @@ def _split_host_port(text: str, bad: Callable[[str], ValueError]) -> tuple[str, 
     return host, (port if sep else None)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The verdict on one connection; `addresses` are the only ones the proxy may connect to."""
 
     allowed: bool

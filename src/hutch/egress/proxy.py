@@ -20,7 +20,7 @@ import socket
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -393,7 +393,7 @@ class EgressProxy:
         conn.apply(decision)
         if decision.allowed and target is not None and (why := plaintext_denial(decision)):
             # The same rule as for tunnels: a TLS port carries TLS, not our plain HTTP.
-            decision = replace(decision, allowed=False, reason=why, kind="traffic")
+            decision = decision._replace(allowed=False, reason=why, kind="traffic")
             conn.apply(decision)
         if not decision.allowed:
             body = denial_message(head.method, decision)
