@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -165,19 +166,31 @@ def build_steps(output: str) -> list[tuple[str, bool]]:
     return steps
 
 
-def previous_version(current: str) -> str:
-    """The release before `current`: an existing version, so that pinning it
-    simulates an agent update without waiting for a new upstream release."""
+def older_versions(current: str, count: int = 5) -> list[str]:
+    """Up to `count` releases before `current`, newest first: existing versions,
+    so that pinning one simulates an agent update without a new upstream release."""
     out = _capture(["npm", "view", AGENT_PACKAGE, "versions", "--json"], 120)
     versions = [str(v) for v in json.loads(out) if re.fullmatch(r"\d+\.\d+\.\d+", str(v))]
 
     def key(v: str) -> tuple[int, ...]:
         return tuple(int(p) for p in v.split("."))
 
-    older = sorted((v for v in versions if key(v) < key(current)), key=key)
-    if not older:
-        raise BuildBenchError(f"no release of {AGENT_PACKAGE} older than {current}")
-    return older[-1]
+    return sorted((v for v in versions if key(v) < key(current)), key=key, reverse=True)[:count]
+
+
+def pin_older(pins: Path, current: str, env: dict[str, str], project: Path) -> str:
+    """Pin the newest older release whose image does not exist yet (an existing
+    one would be reused, not built); returns the version pinned."""
+    for version in older_versions(current):
+        pins.write_text(json.dumps({AGENT: {"version": version, "checked": time.time()}}) + "\n")
+        dry = subprocess.run(
+            [HUTCH, "-q", "exec", "--network", "none", "--dry-run", "--", "true"],
+            env=env, cwd=project, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        image = dry.stdout.split()[-2]  # the engine argv ends with IMAGE true
+        if not image_id(image):
+            return version
+    raise BuildBenchError(f"no older release of {AGENT_PACKAGE} without an image to update to")
 
 
 def analyse_update(current: str, older: str, seconds: float, image: str, output: str) -> Update:
@@ -201,13 +214,39 @@ def image_id(ref: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+def _docker(*args: str) -> None:
+    subprocess.run(["docker", *args], capture_output=True, timeout=300, check=False)
+
+
+def restore(before: dict[str, str], built: list[str], drop: list[str]) -> None:
+    """Leave the engine as the bench found it, plus hutch's newest cold image:
+    tags moved by a rebuild point back at their old image; the seed images
+    (every hutch-bench-seed:*, left over or not), the update's image and any
+    image of this bench that lost its tag are removed."""
+    for tag, old in before.items():
+        if old and image_id(tag) in built:
+            _docker("tag", old, tag)
+    for tag in drop + sorted(image_tags(SEED_TAG) - set(drop)):
+        _docker("image", "rm", tag)
+    for ref in reversed(built):
+        done = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{len .RepoTags}}", ref],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if ref and done.returncode == 0 and done.stdout.strip() == "0":
+            _docker("image", "rm", ref)
+
+
 def measure(logs: Path, buildkit: bool, rounds: int = 1, log: Callable[[str], None] = print) -> Build:
     """Cold builds of both recipes, `rounds` times, alternating which goes
     first (hutch in the first round); then the agent update."""
     logs.mkdir(parents=True, exist_ok=True)
-    hutch_before = image_tags(f"hutch-{AGENT}")
+    # `--no-cache` moves a tag that may already exist (someone's image of the
+    # same recipe): remember every tag's image, to point it back at the end.
+    before = {tag: image_id(tag) for tag in image_tags(f"hutch-{AGENT}")}
     seed_tag = f"{SEED_TAG}:cold"
-    made: list[str] = []  # tags and ids to remove at the end
+    built: list[str] = []  # ids of every image this bench built
+    drop = [seed_tag]  # tags to remove at the end
     hutch_runs: list[Timed] = []
     seed_runs: list[Timed] = []
     try:
@@ -226,46 +265,39 @@ def measure(logs: Path, buildkit: bool, rounds: int = 1, log: Callable[[str], No
                         env = isolated_env(root / f"xdg-{n}")
                         project = root / f"project-{n}"
                         project.mkdir()
-                        replaced = image_id(hutch_tag) if n else ""
                         log(f"cold build {n + 1}/{rounds}: hutch build --no-cache ...")
                         run = timed_build([HUTCH, "build", "--no-cache"], env, project,
                                           logs / f"build-hutch-cold-{n + 1}.log")  # fmt: skip
                         hutch_runs.append(run)
                         hutch_tag = run.output.split()[-1]
-                        if replaced and replaced != image_id(hutch_tag):
-                            made.append(replaced)  # this bench's previous round, now untagged
+                        built.append(image_id(hutch_tag))
                         log(f"  {run.seconds:.0f}s, {hutch_tag}")
                     else:
                         log(f"cold build {n + 1}/{rounds}: the seed's Dockerfile.claude ...")
-                        if seed_tag not in made:
-                            made.append(seed_tag)
                         # The builder hutch picks on this machine, for both.
                         run = timed_build(
                             ["docker", "build", "--no-cache", "--force-rm", "--tag", seed_tag,
                              "--file", "Dockerfile.claude", "."],
-                            env | {"DOCKER_BUILDKIT": "1" if buildkit else "0"}, context,
+                            os.environ | {"DOCKER_BUILDKIT": "1" if buildkit else "0"}, context,
                             logs / f"build-seed-cold-{n + 1}.log",
                         )  # fmt: skip
                         seed_runs.append(run)
+                        built.append(image_id(seed_tag))
                         log(f"  {run.seconds:.0f}s, {seed_tag}")
             hutch_size, seed_size = image_size(hutch_tag), image_size(seed_tag)
 
-            # The agent update: pin the release before the one just built.
             pins = Path(env["XDG_STATE_HOME"]) / "hutch" / "versions.json"
             current = str(json.loads(pins.read_text())[AGENT]["version"])
-            older = previous_version(current)
-            pins.write_text(json.dumps({AGENT: {"version": older, "checked": time.time()}}) + "\n")
+            older = pin_older(pins, current, env, project)
             log(f"agent update: {AGENT} {current} -> {older} (pinned), hutch build ...")
             update = timed_build([HUTCH, "build"], env, project, logs / "build-hutch-update.log")
             update_tag = update.output.split()[-1]
-            if update_tag not in hutch_before:
-                made.append(update_tag)
+            built.append(image_id(update_tag))
+            if update_tag not in before:
+                drop.append(update_tag)
             log(f"  {update.seconds:.0f}s, {update_tag}")
     finally:
-        # Every hutch-bench-seed:* image is this bench's, left over or not.
-        for ref in made + sorted(image_tags(SEED_TAG) - set(made)):
-            subprocess.run(["docker", "image", "rm", ref], capture_output=True, timeout=300,
-                           check=False)  # fmt: skip
+        restore(before, built, drop)
     return Build(
         statistics.median(r.seconds for r in hutch_runs),
         statistics.median(r.seconds for r in seed_runs),

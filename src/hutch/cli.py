@@ -60,48 +60,69 @@ def _run_opts(parser: argparse.ArgumentParser) -> None:
                    help="allow / or the home directory itself as the project")  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, other commands get no arguments (start-up is lean)."""
     parser = Parser(prog="hutch", description="Run AI coding agents in a locked container.")
     parser.add_argument("--version", action="version", version=f"hutch {__version__}")
     _globals(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str) -> argparse.ArgumentParser | None:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            return None
         _globals(p, suppress=True)
         return p
 
-    p = add("run", "run the agent in the sandbox for this project (the default)")
-    p.add_argument("agent", nargs="?", help="agent name (default: config `agent`)")
-    _run_opts(p)
-    p = add("exec", "run any command in exactly the sandbox the agent would get")
-    _run_opts(p)
-    p.add_argument("--agent", help="whose sandbox (default: config `agent`)")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
-    p.add_argument("cmd", nargs="*", help="the command (after --)")
-    p = add("shell", "an interactive shell in the sandbox")
-    p.add_argument("agent", nargs="?")
-    _run_opts(p)
-    p = add("build", "build the image if its recipe changed")
-    p.add_argument("agent", nargs="?")
-    p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
-    p = add("update", "rebuild with the agent's newest release")
-    p.add_argument("agent", nargs="?")
-    p.add_argument("--all", action="store_true", help="every agent with an image")
+    if p := add("run", "run the agent in the sandbox for this project (the default)"):
+        p.add_argument("agent", nargs="?", help="agent name (default: config `agent`)")
+        _run_opts(p)
+    if p := add("exec", "run any command in exactly the sandbox the agent would get"):
+        _run_opts(p)
+        p.add_argument("--agent", help="whose sandbox (default: config `agent`)")
+        p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+        p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+        p.add_argument("cmd", nargs="*", help="the command (after --)")
+    if p := add("shell", "an interactive shell in the sandbox"):
+        p.add_argument("agent", nargs="?")
+        _run_opts(p)
+    if p := add("build", "build the image if its recipe changed"):
+        p.add_argument("agent", nargs="?")
+        p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    if p := add("update", "rebuild with the agent's newest release"):
+        p.add_argument("agent", nargs="?")
+        p.add_argument("--all", action="store_true", help="every agent with an image")
     add("agents", "built-in and configured agents, image state")
     add("doctor", "check the engine and setup, print fixes")
     add("ps", "running sessions")
-    p = add("stop", "stop a session")
-    p.add_argument("session")
+    if p := add("stop", "stop a session"):
+        p.add_argument("session")
     add("gc", "remove anything hutch left behind")
-    p = add("audit", "what a session was denied or had masked")
-    p.add_argument("session", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p = add("config", "show the effective config, or write a template")
-    p.add_argument("action", choices=("show", "init"))
-    p.add_argument("--force", action="store_true", help="config init: replace hutch.toml")
+    if p := add("audit", "what a session was denied or had masked"):
+        p.add_argument("session", nargs="?")
+        p.add_argument("--json", action="store_true")
+    if p := add("config", "show the effective config, or write a template"):
+        p.add_argument("action", choices=("show", "init"))
+        p.add_argument("--force", action="store_true", help="config init: replace hutch.toml")
     return parser
+
+
+def _command_index(args: Sequence[str]) -> int | None:
+    """Where the command word is (or would go); None for --help/--version alone."""
+    index = 0
+    takes_value = {"--engine", "--project"}
+    switches = {"-q", "--quiet", "--debug"}
+    while index < len(args):
+        arg = args[index]
+        if arg in ("-h", "--help", "--version"):
+            return None
+        if arg in takes_value:
+            index += 2
+        elif arg in switches or arg.split("=", 1)[0] in takes_value:
+            index += 1
+        else:
+            break
+    return index
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
@@ -111,19 +132,9 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
     if "--" in args:
         cut = args.index("--")
         args, tail = args[:cut], tuple(args[cut + 1 :])
-    index = 0
-    takes_value = {"--engine", "--project"}
-    switches = {"-q", "--quiet", "--debug"}
-    while index < len(args):
-        arg = args[index]
-        if arg in ("-h", "--help", "--version"):
-            return args, tail
-        if arg in takes_value:
-            index += 2
-        elif arg in switches or arg.split("=", 1)[0] in takes_value:
-            index += 1
-        else:
-            break
+    index = _command_index(args)
+    if index is None:
+        return args, tail
     if index >= len(args) or args[index] not in COMMANDS:
         args.insert(index, "run")
     return args, tail
@@ -132,7 +143,8 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args, tail = split_argv(raw)
-    ns = build_parser().parse_args(args)
+    at = _command_index(args)
+    ns = build_parser(args[at] if at is not None and at < len(args) else None).parse_args(args)
     debug = bool(getattr(ns, "debug", False))
     try:
         return dispatch(ns, tail)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -51,6 +50,8 @@ def parse_file(path: Path, origin: str) -> Layer:
         return Layer(origin, {})
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    import tomllib  # only when a config file exists
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
