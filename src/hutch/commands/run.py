@@ -37,7 +37,7 @@ def _warn_once(ws: Workspace, key: str, message: str) -> None:
 
 
 def execute(ws: Workspace, request: RunRequest) -> int:
-    from hutch import guard
+    from hutch import freshness, guard
 
     agent = ws.agent(request.agent)
     session.check_project(ws, request.force)
@@ -51,6 +51,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         command = (agent.command, *agent.run_args, *request.user_args)
     if not request.dry_run:
         session.ensure_image(ws, recipe)
+        freshness.on_run(ws, agent)
     session_id = session.new_session_id()
     uid = os.getuid()
     checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)

@@ -88,6 +88,12 @@ def positive_int(value: object, where: str) -> int:
     return value
 
 
+def non_negative_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _want(value, where, "a whole number of days (0 or more)")
+    return value
+
+
 def cpus(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise _want(value, where, "a positive number of CPUs")
@@ -194,6 +200,9 @@ SCHEMA: dict[str, Key] = {
     "image.npm": Key(string_list(_NPM_PACKAGE, "npm package"), (), "extra global npm packages"),
     "image.pip": Key(string_list(_PIP_PACKAGE, "pip requirement"), (), "extra pip packages"),
     "image.ca_certificates": Key(ca_certificates, "host", "CAs trusted in the image"),
+    "image.update_check_days": Key(
+        non_negative_int, 7, "days before `hutch run` mentions newer agent releases (0: never)"
+    ),
     "sandbox.workdir": Key(workdir, "host", "where the project appears inside"),
     "sandbox.env": Key(env_entries, (), "host variables let in"),
     "sandbox.mounts": Key(string_list(), (), "extra mounts SRC:DST[:ro|rw]"),
@@ -216,6 +225,7 @@ SECTIONS = ("image", "sandbox", "network", "secrets")
 # Custom agents: [agents.NAME] tables, validated key by key.
 AGENT_KEYS: dict[str, Validator] = {
     "install": choice("npm", "pip"),
+    "node": string,
     "package": string,
     "command": string,
     "version": string,

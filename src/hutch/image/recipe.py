@@ -72,9 +72,15 @@ def agent_install_line(agent: AgentDef, version: str) -> str:
             f"RUN {PIP_PREFIX}/bin/pip install --no-cache-dir '{spec}' "
             f"&& ln -sf {PIP_PREFIX}/bin/{agent.command} /usr/local/bin/{agent.command}"
         )
+    node = ""
+    if agent.node is not None:
+        # This agent does not run on the base's Node.js: a newer one from the npm
+        # registry's `node` package, in this agent's layer only. It lands in
+        # /usr/local/bin, ahead of the base's /usr/bin/node on PATH.
+        node = f" 'node@{agent.node}'"
     return (
         f"RUN npm install -g --cache /tmp/npm-cache --no-fund --no-audit "
-        f"'{agent.package}@{version}' && rm -rf /tmp/npm-cache"
+        f"'{agent.package}@{version}'{node} && rm -rf /tmp/npm-cache"
     )
 
 
