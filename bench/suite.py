@@ -412,6 +412,13 @@ def render(report: Report) -> str:
     return "\n".join(out)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive count")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the cold image builds")
@@ -423,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
     )
     parser.add_argument(
-        "--runs", type=int, default=21, help="rounds of interleaved runs for timed sections (default 21)"
+        "--runs", type=positive, default=21, help="rounds of interleaved runs for timed sections (default 21)"
     )
     parser.add_argument(
         "--build-rounds",
-        type=int,
+        type=positive,
         default=1,
         metavar="N",
         help="cold builds of each recipe, alternating which goes first (default 1)",

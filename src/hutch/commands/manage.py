@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import grp
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +15,7 @@ from hutch import session
 from hutch.agents import AgentDef, all_agents
 from hutch.errors import EXIT_ENGINE, ConfigError, HutchError, UsageError
 from hutch.image.versions import LookupFailed, latest_version
+from hutch.engines import on_path
 from hutch.paths import CONFIG_NAME
 from hutch.session import Workspace
 
@@ -108,6 +107,8 @@ def agents(ws: Workspace) -> int:
 
     known = all_agents(ws.settings.custom_agents)
     # All registries at once: one slow answer bounds the wait, not the sum.
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=len(known)) as pool:
         newest = dict(zip(known, pool.map(_newest, known.values()), strict=True))
     now = time.time()
@@ -488,7 +489,7 @@ def _podman_checks(engine: Podman, checks: _Checks) -> bool:
     if rootless:
         report(len(uidmap) > 1, f"subordinate ID ranges for uid {os.getuid()} (keep-id maps you "
                "to the same uid inside)", SUBID_FIX)  # fmt: skip
-        slirp = shutil.which("slirp4netns") is not None
+        slirp = on_path("slirp4netns") is not None
         report(slirp, "slirp4netns present (network for --network open)",
                "sudo apt-get install slirp4netns")  # fmt: skip
         tun = os.access(TUN_DEVICE, os.R_OK | os.W_OK)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import NamedTuple
 
 from hutch.engines.base import Engine
@@ -12,6 +11,15 @@ from hutch.errors import EngineUnavailable, UsageError
 
 ENGINES = ("docker", "podman")
 DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def on_path(name: str) -> str | None:
+    """shutil.which, without importing shutil (and bz2, lzma) on every launch."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 class Choice(NamedTuple):
@@ -60,8 +68,8 @@ def detect() -> tuple[str, str]:
     Runs before every launch in auto mode, so it asks no engine anything: a
     connect to Docker's socket tells whether its daemon listens and lets us in.
     """
-    docker = shutil.which("docker")
-    podman = shutil.which("podman")
+    docker = on_path("docker")
+    podman = on_path("podman")
     docker_problem = "docker is not installed"
     if docker:
         docker_problem = _docker_problem()
