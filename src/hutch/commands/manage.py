@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from hutch import session
 from hutch.agents import AgentDef, all_agents
+from hutch.engines import on_path
 from hutch.errors import EXIT_ENGINE, ConfigError, HutchError, UsageError
 from hutch.image.versions import LookupFailed, latest_version
-from hutch.engines import on_path
 from hutch.paths import CONFIG_NAME
 from hutch.session import Workspace
 
