@@ -158,6 +158,31 @@ def _touch(path: Path) -> None:
 # -- the host side of a sandbox ---------------------------------------------------
 
 
+def check_mount_sources(ws: Workspace) -> None:
+    """Refuse user mounts whose source inside the project passes through a symlink.
+
+    The sandbox writes the project, so a link there may have been planted by an
+    earlier session (`data -> ~/.ssh`): following it would widen the mount.
+    """
+    from hutch.plan import parse_mount
+
+    project = str(ws.project)
+    home = str(Path.home())
+    for spec in ws.settings.mounts:
+        source = parse_mount(spec, project, home).source
+        if not (source == project or source.startswith(project.rstrip("/") + "/")):
+            continue
+        current = project
+        for part in Path(source).relative_to(project).parts:
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                raise SetupFailed(
+                    f"mount {spec!r}: {current} is a symlink inside the project; refused, "
+                    "as a sandbox could have planted it",
+                    "mount the real directory by its own path, outside the project",
+                )
+
+
 def check_project(ws: Workspace, force: bool) -> None:
     home = os.path.realpath(Path.home())
     project = str(ws.project)

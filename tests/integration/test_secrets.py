@@ -163,3 +163,25 @@ def test_no_agent_sockets_or_credential_helpers_inside(
         cwd=project, env=env,
     )  # fmt: skip
     assert f"ssh={agent_socket}" in named.stdout and "SOCKET" not in named.stdout
+
+
+def test_planted_link_in_a_user_mount_is_refused(
+    hutch: Hutch, project: Path, tmp_path: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "id").write_text(CANARY)
+    real = project / "data"
+    real.mkdir()
+    (real / "ok.txt").write_text("data")
+    (project / "hutch.toml").write_text('[sandbox]\nmounts = ["data:/data:ro"]\n')
+    # Control: a real directory mounts.
+    control = sh(hutch, project, "cat /data/ok.txt")
+    assert control.stdout == "data", control.stderr
+    # A link planted where the mount source was: refused, nothing mounted.
+    real.rename(project / "data-old")
+    (project / "data").symlink_to(private)
+    refused = sh(hutch, project, "cat /data/id")
+    assert refused.returncode == 125
+    assert "symlink" in refused.stderr
+    assert CANARY not in refused.stdout

@@ -41,6 +41,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
 
     agent = ws.agent(request.agent)
     session.check_project(ws, request.force)
+    session.check_mount_sources(ws)
     recipe = session.recipe_for(ws, agent)
     attached = sys.stdin.isatty() and sys.stdout.isatty()
     tty = attached if request.tty is None else request.tty
