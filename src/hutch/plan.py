@@ -14,7 +14,7 @@ from hutch.image.recipe import HOME
 
 PROXY_PORT = 3128
 RUNTIME_DIR = "/run/hutch"
-PROXY_SOCKET = f"{RUNTIME_DIR}/egress.sock"
+PROXY_SOCKET = f"{RUNTIME_DIR}/egress/egress.sock"
 # Named values travel in this file, read by the entrypoint, so that they are
 # neither in argv nor in the engine's container metadata.
 ENV_FILE = f"{RUNTIME_DIR}/env"

@@ -139,6 +139,83 @@ def foreground(
     return status, first
 
 
+def fork_unprivileged(
+    serve: Callable[[], Callable[[], None]],
+    uid: int,
+    gid: int,
+    workdir: str,
+    ready_timeout: float = 10.0,
+) -> int:
+    """Run a service in a forked child that gives up root before it starts.
+
+    serve() runs in the child after setgroups/setgid/setuid (which clears every
+    capability), starts the service and returns the function that stops it.
+    The child enters workdir first, while it may still pass directories that
+    only root can: serve() then names its files relative to it.
+    The child stops on SIGTERM or when its parent dies; the parent gets the
+    child's pid once the service is up. Forking (rather than starting a new
+    interpreter) matters: the interpreter may live where the unprivileged user
+    cannot read (a pyenv under /root), so everything is imported beforehand.
+    """
+    import select
+
+    ready_r, ready_w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 1
+        try:
+            os.close(ready_r)
+            for sig in (signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            os.chdir(workdir)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            stop = serve()
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            while os.getppid() == parent:
+                if signal.sigtimedwait({signal.SIGTERM}, 0.5) is not None:
+                    break
+            stop()
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    try:
+        readable, _, _ = select.select([ready_r], [], [], ready_timeout)
+        ready = bool(readable) and os.read(ready_r, 1) == b"1"
+    finally:
+        os.close(ready_r)
+    if not ready:
+        stop_child(pid)
+        raise OSError(f"the unprivileged service did not start within {ready_timeout:.0f}s")
+    return pid
+
+
+def stop_child(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after grace seconds; reaps the child."""
+    import time
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
 def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

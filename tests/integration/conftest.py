@@ -1,9 +1,17 @@
-"""Integration fixtures: build the image once, isolate every hutch user, clean up by label."""
+"""Integration fixtures: build the image once per engine, isolate every hutch
+user, clean up by label.
+
+The guarantee tests run on every engine flavour: a test (or module) marked
+`engines` gets the `engine` fixture parametrised over ENGINES (or the ids the
+marker names); every other test runs on Docker only. `hutch`, `project` and
+`built` follow `engine`. The images are built once per session and engine.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -14,66 +22,191 @@ import pytest
 
 from .support import (
     BUILD_TIMEOUT,
+    DOCKER,
     REPO_ROOT,
     Built,
+    Engine,
     HostUser,
     Hutch,
-    containers_under,
-    docker,
     docker_reason,
     seed_pins,
 )  # fmt: skip
+
+ENGINES = ("docker", "podman", "podman-rootless")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engines(*ids): run on these engine flavours (all of "
+        f"{', '.join(ENGINES)} when none is named); unmarked tests run on Docker only",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is None or "engine" not in metafunc.fixturenames:
+        return
+    ids = marker.args or ENGINES
+    unknown = set(ids) - set(ENGINES)
+    assert not unknown, f"unknown engine ids {sorted(unknown)} (known: {ENGINES})"
+    metafunc.parametrize("engine", ids, indirect=True)
+
 
 # -- session fixtures ----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> None:
-    reason = docker_reason()
-    if reason is not None:
-        pytest.skip(f"no usable Docker engine: {reason}")
-
-
-@pytest.fixture(scope="session")
-def it_root(docker_engine: None) -> Iterator[Path]:
+def it_root() -> Iterator[Path]:
     """The session's directory. Outside pytest's 0700 basetemp, so that the
-    non-root test user can reach its own project below it."""
+    non-root test users can reach their own projects below it."""
     root = Path(tempfile.mkdtemp(prefix="hutch-it-", dir="/tmp"))
     root.chmod(0o755)
     try:
         yield root
     finally:
-        leftovers = [str(c["Id"]) for c in containers_under(root)]
-        if leftovers:
-            docker("rm", "-f", *leftovers, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def built(it_root: Path) -> Built:
-    """`hutch build` once; the image is then reused by every test."""
-    shared = Hutch(it_root / "shared")
-    shared.make_dirs()
-    project = it_root / "shared" / "proj"
+def docker_engine() -> Engine:
+    reason = docker_reason()
+    if reason is not None:
+        pytest.skip(f"no usable Docker engine: {reason}")
+    return DOCKER
+
+
+def _require_podman() -> None:
+    # A missing Podman fails, never skips: every engine is part of the contract.
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed (.ci/run installs it)", pytrace=False)
+    if os.getuid() != 0:
+        pytest.fail("the Podman tests run rootful Podman and create a user: run them as root",
+                    pytrace=False)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Engine:
+    _require_podman()
+    engine = Engine("podman", "podman", 0, 0, env={"HUTCH_ENGINE": "podman"})
+    _import_base(engine)
+    _check_podman(engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def podman_rootless_engine() -> Engine:
+    _require_podman()
+    _ensure_rootless_user()
+    venv = _install_hutch()  # shared with the Docker non-root user; readable by all
+    engine = Engine(
+        "podman-rootless", "podman", POD_UID, POD_UID, user=POD_USER, user_home=POD_HOME,
+        binary=str(venv / "bin" / "hutch"),
+        env={"HUTCH_ENGINE": "podman", "XDG_RUNTIME_DIR": RUNTIME_DIR},
+        runtime_base=Path(RUNTIME_DIR),
+    )  # fmt: skip
+    _import_base(engine)
+    _check_podman(engine)
+    return engine
+
+
+def _build(engine: Engine, root: Path) -> Built:
+    """`hutch build` once on this engine; the image is then reused by every test."""
+    shared = new_hutch(engine, root)
+    project = shared.root / "proj"
     project.mkdir()
+    shared.own(project)
     result = shared.run("build", cwd=project, timeout=BUILD_TIMEOUT)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
     tag = result.stdout.strip().splitlines()[-1]
     assert tag.startswith("hutch-claude:"), result.stdout
     pins = shared.state / "hutch" / "versions.json"
     assert pins.is_file(), "hutch build wrote no agent pin"
-    assert docker("image", "inspect", tag).returncode == 0
+    assert engine.cli("image", "inspect", tag).returncode == 0
     return Built(tag, pins, shared)
 
 
-@pytest.fixture
-def hutch(built: Built, it_root: Path, request: pytest.FixtureRequest) -> Hutch:
-    """A fresh hutch user (HOME, XDG dirs) that finds the built image by tag."""
-    root = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=it_root))
+def _engine_root(it_root: Path, engine: Engine) -> Path:
+    root = it_root / engine.id
+    root.mkdir()
     root.chmod(0o755)
-    h = Hutch(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def docker_built(docker_engine: Engine, it_root: Path) -> Iterator[Built]:
+    try:
+        yield _build(docker_engine, it_root / "shared")
+    finally:
+        # Every test's containers, Docker-only tests' included, live under it_root.
+        docker_engine.remove_under(it_root)
+
+
+@pytest.fixture(scope="session")
+def podman_built(podman_engine: Engine, it_root: Path) -> Iterator[Built]:
+    root = _engine_root(it_root, podman_engine)
+    try:
+        yield _build(podman_engine, root / "shared")
+    finally:
+        podman_engine.remove_under(root)
+
+
+@pytest.fixture(scope="session")
+def podman_rootless_built(podman_rootless_engine: Engine, it_root: Path) -> Iterator[Built]:
+    root = _engine_root(it_root, podman_rootless_engine)
+    try:
+        yield _build(podman_rootless_engine, root / "shared")
+    finally:
+        podman_rootless_engine.remove_under(root)
+
+
+def _fixture_name(engine_id: str) -> str:
+    return engine_id.replace("-", "_")
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The engine flavour this test runs on (Docker unless marked `engines`)."""
+    engine_id = getattr(request, "param", "docker")
+    found = request.getfixturevalue(f"{_fixture_name(engine_id)}_engine")
+    assert isinstance(found, Engine)
+    return found
+
+
+@pytest.fixture
+def built(engine: Engine, request: pytest.FixtureRequest) -> Built:
+    """The session's agent image on this test's engine (built on first use)."""
+    found = request.getfixturevalue(f"{_fixture_name(engine.id)}_built")
+    assert isinstance(found, Built)
+    return found
+
+
+def new_hutch(engine: Engine, root: Path) -> Hutch:
+    """A hutch user with its HOME and XDG dirs under root, on this engine."""
+    owner = (engine.uid, engine.gid) if engine.user is not None else None
+    h = Hutch(root, binary=engine.binary, user=engine.user, extra_env=dict(engine.env),
+              engine=engine, owner=owner)  # fmt: skip
     h.make_dirs()
+    if engine.rootless:
+        # The user's storage, where their XDG_CONFIG_HOME says (a moved
+        # XDG_DATA_HOME would otherwise move it, and Podman 4.3 ignores
+        # graphroot under CONTAINERS_STORAGE_CONF then).
+        conf = h.config / "containers" / "storage.conf"
+        conf.parent.mkdir(parents=True)
+        conf.write_text(STORAGE_CONF)
+    h.own(root)
+    return h
+
+
+@pytest.fixture
+def hutch(engine: Engine, built: Built, it_root: Path, request: pytest.FixtureRequest) -> Hutch:
+    """A fresh hutch user (HOME, XDG dirs) that finds the built image by tag."""
+    parent = it_root if engine.id == "docker" else it_root / engine.id
+    root = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=parent))
+    root.chmod(0o755)
+    h = new_hutch(engine, root)
     seed_pins(h, built)
+    h.own(h.state)
     return h
 
 
@@ -81,7 +214,89 @@ def hutch(built: Built, it_root: Path, request: pytest.FixtureRequest) -> Hutch:
 def project(hutch: Hutch) -> Path:
     path = hutch.root / "proj"
     path.mkdir()
+    hutch.own(path)
     return path
+
+
+# -- Podman: rootful as root, rootless as hutch-pod with subordinate IDs ----------
+
+POD_USER = "hutch-pod"
+POD_UID = 2345
+POD_HOME = Path("/home/hutch-pod")
+SUBID_COUNT = 65536
+RUNTIME_DIR = f"/run/user/{POD_UID}"
+# Debian's Podman 4.3 would fall back to vfs: a full image copy per launch.
+STORAGE_CONF = f"""[storage]
+driver = "overlay"
+graphroot = "{POD_HOME}/.local/share/containers/storage"
+runroot = "{RUNTIME_DIR}/containers"
+"""
+
+
+def _subid_entry(path: Path, name: str) -> bool:
+    return any(line.split(":")[0] == name for line in path.read_text().splitlines())
+
+
+def _next_free_subid(path: Path) -> int:
+    ends = [int(f[1]) + int(f[2]) for f in (line.split(":") for line in path.read_text().splitlines())
+            if len(f) == 3 and f[1].isdigit() and f[2].isdigit()]  # fmt: skip
+    return max([100000, *ends])
+
+
+def _ensure_rootless_user() -> None:
+    """hutch-pod (2345:2345) with a home, subordinate ID ranges and the overlay driver."""
+    try:
+        entry = pwd.getpwnam(POD_USER)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(POD_UID), POD_USER], check=False)
+        subprocess.run(["useradd", "-u", str(POD_UID), "-g", str(POD_UID), "-m", "-d", str(POD_HOME),
+                        "-s", "/bin/sh", POD_USER], check=True)  # fmt: skip
+        entry = pwd.getpwnam(POD_USER)
+    assert (entry.pw_uid, entry.pw_gid) == (POD_UID, POD_UID), entry
+    for kind, path in (("uids", Path("/etc/subuid")), ("gids", Path("/etc/subgid"))):
+        path.touch(exist_ok=True)
+        if not _subid_entry(path, POD_USER):
+            start = _next_free_subid(path)
+            subprocess.run(["usermod", f"--add-sub{kind}", f"{start}-{start + SUBID_COUNT - 1}",
+                            POD_USER], check=True)  # fmt: skip
+    runtime = Path(RUNTIME_DIR)
+    runtime.mkdir(parents=True, exist_ok=True)
+    os.chown(runtime, POD_UID, POD_UID)
+    runtime.chmod(0o700)
+    conf = POD_HOME / ".config" / "containers" / "storage.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(STORAGE_CONF)
+    # Only what was made here: the home also holds the user's image storage.
+    for path in (conf.parent.parent, conf.parent, conf):
+        os.chown(path, POD_UID, POD_UID, follow_symlinks=False)
+    tun = Path("/dev/net/tun")
+    assert tun.exists() and os.stat(tun).st_mode & 0o006 == 0o006, (
+        "rootless Podman's network (slirp4netns) needs /dev/net/tun usable by all "
+        "(crw-rw-rw-, as Debian makes it); .ci/run sets it up"
+    )
+
+
+def _import_base(engine: Engine) -> None:
+    """The offline base image, into this flavour's own storage."""
+    plain = {"HUTCH_CI_ENGINE": "podman", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env = {**plain, **engine.env, "HOME": str(engine.user_home or "/root")}
+    argv = ["bash", str(REPO_ROOT / ".ci" / "base-image.sh"), "debian:bookworm-slim"]
+    if engine.user is not None:
+        # As root first (into rootful storage): only root can debootstrap the
+        # shared tarball when it is missing; the user then reads it.
+        first = subprocess.run(argv, env=plain, capture_output=True, text=True,
+                               timeout=BUILD_TIMEOUT, check=False)  # fmt: skip
+        assert first.returncode == 0, first.stdout + first.stderr
+        argv = ["runuser", "-u", engine.user, "--", "env", "-i",
+                *[f"{k}={v}" for k, v in env.items()], *argv]  # fmt: skip
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                            check=False, cwd="/")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _check_podman(engine: Engine) -> None:
+    info = engine.cli("info", "--format", "{{.Host.Security.Rootless}} {{.Store.GraphDriverName}}")
+    assert info.stdout.split() == [str(engine.rootless).lower(), "overlay"], info.stderr
 
 
 # -- a non-root host user with an unusual UID/GID ----------------------------------
@@ -182,22 +397,20 @@ def _install_hutch() -> Path:
 
 
 @pytest.fixture(scope="session")
-def host_user(docker_engine: None) -> HostUser:
+def host_user(docker_engine: Engine) -> HostUser:
     name = _ensure_host_user()
     return HostUser(name, IT_UID, IT_GID, _install_hutch())
 
 
 @pytest.fixture
-def user_hutch(host_user: HostUser, built: Built, it_root: Path,
+def user_hutch(host_user: HostUser, docker_built: Built, it_root: Path,
                request: pytest.FixtureRequest) -> Hutch:  # fmt: skip
-    """hutch run as the non-root host user, with a HOME and XDG dirs it owns."""
+    """hutch on Docker as the non-root host user, with a HOME and XDG dirs it owns."""
     root = Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=it_root))
     root.chmod(0o755)
-    h = Hutch(root, binary=str(host_user.venv / "bin" / "hutch"), user=host_user.name)
+    h = Hutch(root, binary=str(host_user.venv / "bin" / "hutch"), user=host_user.name,
+              owner=(host_user.uid, host_user.gid))  # fmt: skip
     h.make_dirs()
-    seed_pins(h, built)
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chown(dirpath, host_user.uid, host_user.gid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), host_user.uid, host_user.gid)
+    seed_pins(h, docker_built)
+    h.own(root)
     return h

@@ -1,11 +1,14 @@
-"""Helpers for the integration tests: the real `hutch` CLI against a real Docker engine.
+"""Helpers for the integration tests: the real `hutch` CLI against a real engine.
 
 Every test runs hutch as a subprocess with an explicit environment whose HOME
 and XDG directories live under one session directory (never os.environ). The
-image is built once per session; later tests seed their fresh state with the
-same agent pin, so they find that image by tag instead of asking the registry
-again. Containers are cleaned up by label: only those whose io.hutch.project
-lies under this session's directory.
+image is built once per session and engine; later tests seed their fresh state
+with the same agent pin, so they find that image by tag instead of asking the
+registry again. Containers are cleaned up by label: only those whose
+io.hutch.project lies under this session's directory.
+
+An `Engine` is one flavour the guarantee tests run on: Docker, rootful Podman
+(hutch as root) or rootless Podman (hutch as an unprivileged user).
 """
 
 from __future__ import annotations
@@ -46,35 +49,98 @@ def docker_reason() -> str | None:
     return None
 
 
-def containers_under(root: Path) -> list[dict[str, object]]:
-    """`docker inspect` of every hutch container whose project lies under root."""
-    ids = docker("ps", "-aq", "--no-trunc", "--filter", MANAGED).stdout.split()
-    if not ids:
-        return []
-    inspected = docker("inspect", *ids)
-    # A container can vanish between ps and inspect: inspect still prints the rest.
-    items = json.loads(inspected.stdout or "[]")
-    prefix = str(root).rstrip("/") + "/"
-    found = []
-    for item in items:
-        labels = item.get("Config", {}).get("Labels") or {}
-        if labels.get("io.hutch.project", "").startswith(prefix):
+@dataclass(frozen=True)
+class Engine:
+    """One engine flavour, and how hutch and the engine's client are driven on it."""
+
+    id: str  # "docker" | "podman" (rootful, hutch as root) | "podman-rootless"
+    client: str  # the engine's command line: "docker" | "podman"
+    uid: int  # who hutch runs as: the identity the sandbox must have
+    gid: int
+    # Run hutch and the client as this host user (via runuser), with this HOME
+    # for the client (where its own storage.conf lives).
+    user: str | None = None
+    user_home: Path | None = None
+    binary: str = str(HUTCH)
+    env: dict[str, str] = field(default_factory=dict)  # for hutch and the client alike
+    # Where hutch keeps a session's host files (egress socket, env file).
+    runtime_base: Path = Path("/tmp")
+
+    @property
+    def podman(self) -> bool:
+        return self.client == "podman"
+
+    @property
+    def rootless(self) -> bool:
+        return self.user is not None and self.podman
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        argv = [self.client, *args]
+        if self.user is None:
+            env = {**os.environ, **self.env}
+        else:
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **self.env}
+            if self.user_home is not None:
+                env["HOME"] = str(self.user_home)
+            assignments = [f"{k}={v}" for k, v in env.items()]
+            argv = ["runuser", "-u", self.user, "--", "env", "-i", *assignments, *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, cwd="/", env=env)  # fmt: skip
+
+    def containers_under(self, root: Path) -> list[dict[str, object]]:
+        """`inspect` of every hutch container whose project lies under root."""
+        ids = self.cli("ps", "-aq", "--no-trunc", "--filter", MANAGED).stdout.split()
+        if not ids:
+            return []
+        inspected = self.cli("inspect", *ids)
+        # A container can vanish between ps and inspect: inspect still prints the rest.
+        items = json.loads(inspected.stdout or "[]")
+        prefix = str(root).rstrip("/") + "/"
+        found = []
+        for item in items:
+            labels = item.get("Config", {}).get("Labels") or {}
+            if labels.get("io.hutch.project", "").startswith(prefix):
+                found.append(item)
+        return found
+
+    def project_containers(self, project: Path, running_only: bool = True) -> list[dict[str, object]]:
+        """Containers labelled with exactly this project path."""
+        wanted = str(project)
+        found = []
+        for item in self.containers_under(project.parent):
+            labels = item["Config"]["Labels"]  # type: ignore[index]
+            if labels.get("io.hutch.project") != wanted:
+                continue
+            if running_only and not item["State"]["Running"]:  # type: ignore[index]
+                continue
             found.append(item)
-    return found
+        return found
+
+    def remove_under(self, root: Path) -> None:
+        leftovers = [str(c["Id"]) for c in self.containers_under(root)]
+        if leftovers:
+            self.cli("rm", "-f", *leftovers, timeout=120)
+
+
+DOCKER = Engine("docker", "docker", os.getuid(), os.getgid())
+
+
+def containers_under(root: Path) -> list[dict[str, object]]:
+    return DOCKER.containers_under(root)
 
 
 def project_containers(project: Path, running_only: bool = True) -> list[dict[str, object]]:
-    """Containers labelled with exactly this project path."""
-    wanted = str(project)
-    found = []
-    for item in containers_under(project.parent):
-        labels = item["Config"]["Labels"]  # type: ignore[index]
-        if labels.get("io.hutch.project") != wanted:
-            continue
-        if running_only and not item["State"]["Running"]:  # type: ignore[index]
-            continue
-        found.append(item)
-    return found
+    return DOCKER.project_containers(project, running_only)
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """For trees a test just made; never follows a link (it may point anywhere)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    if root.is_symlink() or not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
 def wait_for(
@@ -104,6 +170,17 @@ class Hutch:
     # Run as this host user (via runuser) instead of the test runner's own.
     user: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    engine: Engine = DOCKER
+    # The (uid, gid) that `own` hands files to when hutch runs as another user.
+    owner: tuple[int, int] | None = None
+
+    def own(self, *paths: Path) -> None:
+        """What the test wrote stands for the user's own files: when hutch runs
+        as another host user, hand them (recursively, links not followed) over."""
+        if self.owner is None:
+            return
+        for path in paths:
+            chown_tree(path, *self.owner)
 
     @property
     def home(self) -> Path:
@@ -279,3 +356,17 @@ def seed_pins(hutch: Hutch, built: Built) -> None:
     target = hutch.state / "hutch" / "versions.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built.pins, target)
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether pid is ancestor or runs below it (hutch under runuser, say)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        # The command name may hold spaces and parentheses: the ppid follows the last ")".
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False

@@ -31,16 +31,19 @@ def test_claude_version_in_sandbox(hutch: Hutch, project: Path, built: Built) ->
         assert match.group(1) == pin
 
 
+@pytest.mark.engines
 @pytest.mark.parametrize("status", [0, 42])
 def test_exit_status_passes_through(hutch: Hutch, project: Path, status: int) -> None:
     result = hutch.run("-q", "exec", "--", "sh", "-c", f"exit {status}", cwd=project)
     assert result.returncode == status, result.stderr
 
 
+@pytest.mark.engines
 def test_workdir_same_absolute_path(hutch: Hutch, project: Path) -> None:
     (project / "hutch.toml").write_text("version = 1\n")
     sub = project / "a" / "b"
     sub.mkdir(parents=True)
+    hutch.own(project)
     result = hutch.run("-q", "exec", "--", "pwd", cwd=sub)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{sub}\n"

@@ -188,3 +188,42 @@ def test_sni_must_match_the_connect_host(hutch: Hutch, project: Path, tls_outsid
     )  # fmt: skip
     assert spoof.stdout != "ok"
     assert spoof.returncode != 0
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()[0] if value.split() else ""
+    return fields
+
+
+def test_proxy_runs_unprivileged_when_hutch_is_root(hutch: Hutch, project: Path) -> None:
+    import os
+    import time
+
+    assert os.geteuid() == 0, "this test proves the root case; CI runs as root"
+    proc = hutch.popen("-q", "exec", "--", "sleep", "60", cwd=project)
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not children:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        status = _status(int(entry.name))
+                    except OSError:
+                        continue
+                    if status.get("PPid") == str(proc.pid) and status.get("Name") != "docker":
+                        children.append(int(entry.name))
+            time.sleep(0.2)
+        assert children, "no proxy child process found"
+        proxy = _status(children[0])
+        # Control: hutch itself is root with root's capabilities.
+        parent = _status(proc.pid)
+        assert parent["Uid"] == "0" and int(parent["CapEff"], 16) != 0
+        assert proxy["Uid"] == "65534" and proxy["Gid"] == "65534"
+        assert int(proxy["CapEff"], 16) == 0 and int(proxy["CapPrm"], 16) == 0
+    finally:
+        proc.send_signal(15)
+        proc.wait(timeout=60)

@@ -117,11 +117,11 @@ class FailedBuild:
 
 
 @pytest.fixture(scope="module")
-def failed_build(built: Built, it_root: Path) -> FailedBuild:
+def failed_build(docker_built: Built, it_root: Path) -> FailedBuild:
     """One build of a recipe with a package that does not exist."""
     hutch = Hutch(it_root / "failed-build")
     hutch.make_dirs()
-    seed_pins(hutch, built)
+    seed_pins(hutch, docker_built)
     project = hutch.root / "proj"
     project.mkdir()
     (project / "hutch.toml").write_text('version = 1\n[image]\npackages = ["no-such-package-xyz"]\n')

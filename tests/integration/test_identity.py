@@ -1,5 +1,8 @@
 """Threat model 1 (identity): the host user's UID/GID from the first
-instruction, no capabilities, no-new-privileges, no setuid, no sudo, no chown."""
+instruction, no capabilities, no-new-privileges, no setuid, no sudo, no chown.
+
+On every engine: Docker and rootful Podman with hutch as root, rootless Podman
+with hutch as an unprivileged user (keep-id maps it to itself inside)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Built, HostUser, Hutch, docker
+from .support import Built, Engine, HostUser, Hutch
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +36,10 @@ def probe(hutch: Hutch, project: Path) -> dict[str, str]:
     return facts
 
 
-def test_identity_as_host_user(hutch: Hutch, project: Path) -> None:
+@pytest.mark.engines
+def test_identity_as_host_user(engine: Engine, hutch: Hutch, project: Path) -> None:
     facts = probe(hutch, project)
-    uid, gid = os.getuid(), os.getgid()
+    uid, gid = engine.uid, engine.gid
     assert facts["uid"] == str(uid)
     assert facts["gid"] == str(gid)
     # Only the primary group: the host's supplementary groups (docker!) stay out.
@@ -50,10 +54,12 @@ def test_identity_as_host_user(hutch: Hutch, project: Path) -> None:
     assert facts["sudo"] == "absent"
 
 
-def test_image_has_no_setuid_files(built: Built) -> None:
+@pytest.mark.engines
+def test_image_has_no_setuid_files(engine: Engine, built: Built) -> None:
     # The in-sandbox scan above runs without CAP_DAC_READ_SEARCH, so it cannot
-    # look into every directory: scan the image once as a fully privileged root.
-    result = docker(
+    # look into every directory: scan the image once as a fully privileged root
+    # (of the user namespace, on rootless Podman).
+    result = engine.cli(
         "run", "--rm", "--network", "none", "--entrypoint", "find", built.tag,
         "/", "-xdev", "-perm", "/6000", "-type", "f",
     )  # fmt: skip
@@ -61,14 +67,32 @@ def test_image_has_no_setuid_files(built: Built) -> None:
     assert result.stdout == ""
 
 
-def test_files_created_as_root_are_root_owned(hutch: Hutch, project: Path) -> None:
+OWNERSHIP_PROBE = r"""
+touch newfile && mkdir newdir && touch newdir/inner && touch "$HOME/home-file"
+if echo tamper >> other.txt 2>/dev/null; then echo other=WRITTEN; else echo other=denied; fi
+"""
+
+
+@pytest.mark.engines
+def test_files_created_belong_to_the_host_user(engine: Engine, hutch: Hutch, project: Path) -> None:
     if os.getuid() != 0:
-        pytest.fail("this control needs the test runner to be root (as in CI)")
-    result = hutch.run("-q", "exec", "--", "sh", "-c", "touch rootfile && mkdir rootdir", cwd=project)
+        pytest.fail("this test needs the test runner to be root (as in CI)")
+    other = project / "other.txt"  # another user's file that must stay untouched
+    other.write_text("other\n")
+    os.chown(other, 4242, 4242)
+    other.chmod(0o644)
+    result = hutch.run("-q", "exec", "--", "sh", "-c", OWNERSHIP_PROBE, cwd=project)
     assert result.returncode == 0, result.stderr
-    for name in ("rootfile", "rootdir"):
-        st = (project / name).stat()
-        assert (st.st_uid, st.st_gid) == (0, 0)
+    # Even root inside (hutch as root) lacks CAP_DAC_OVERRIDE.
+    assert result.stdout == "other=denied\n"
+    owner = (engine.uid, engine.gid)
+    for created in ("newfile", "newdir", "newdir/inner"):
+        st = (project / created).lstat()
+        assert (st.st_uid, st.st_gid) == owner, created
+    st = other.lstat()
+    assert (st.st_uid, st.st_gid, other.read_text()) == (4242, 4242, "other\n")
+    home_file = (hutch.data / "hutch" / "homes" / "claude" / "home-file").lstat()
+    assert (home_file.st_uid, home_file.st_gid) == owner
 
 
 NONROOT_PROBE = r"""
@@ -90,6 +114,8 @@ def _snapshot(paths: list[Path]) -> dict[Path, tuple[int, int, int, bytes]]:
 
 
 def test_identity_as_unusual_non_root_user(user_hutch: Hutch, host_user: HostUser) -> None:
+    # Docker's own case: a non-root host user in the docker group. On Podman the
+    # non-root user is the rootless flavour of the tests above.
     uid, gid = host_user.uid, host_user.gid
     project = user_hutch.root / "proj"
     project.mkdir()

@@ -43,6 +43,14 @@ class AuditLog:
         self._lock = threading.Lock()
         self._file: TextIO | None = None
 
+    @classmethod
+    def from_fd(cls, path: Path, fd: int, session: str) -> AuditLog:
+        """Append to an already open descriptor of `path` (a proxy that dropped its
+        privileges keeps writing the file its parent opened)."""
+        log = cls(path, session)
+        log._file = os.fdopen(fd, "a", encoding="utf-8")
+        return log
+
     def record(
         self,
         *,

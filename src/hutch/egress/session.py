@@ -10,6 +10,8 @@ up), so the proxy lives exactly as long as the sandbox does and dies with it.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,10 @@ if TYPE_CHECKING:
 
 # Package registries every agent needs to install tools while it works.
 REGISTRIES = ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
+SOCKET_SUBDIR = "egress"
 SOCKET_NAME = "egress.sock"
+# The proxy's identity when hutch itself runs as root: `nobody`.
+UNPRIVILEGED = 65534
 
 
 def audit_path(state: Path, session: str) -> Path:
@@ -46,14 +51,22 @@ def build_policy(
 
 
 class SessionEgress:
-    """Owns the socket directory, the proxy thread and the audit log of one session."""
+    """Owns the proxy of one session, its socket directory and its audit log.
 
-    def __init__(self, policy: Policy, socket_dir: str, audit: Path, session: str) -> None:
+    As a normal user the proxy runs in a thread of hutch's own process: it has
+    the user's rights and no capabilities. When hutch runs as root, the proxy
+    runs in a forked child that has switched to `nobody` (no capabilities, no
+    write access to anything of root's) before it parses a single byte; it
+    keeps writing the audit file through a descriptor opened before the switch.
+    """
+
+    def __init__(self, policy: Policy, runtime_dir: Path, audit: Path, session: str) -> None:
         self.policy = policy
-        self.socket_dir = socket_dir
+        self.socket_dir = runtime_dir / SOCKET_SUBDIR
         self.audit = audit
         self.session = session
         self._proxy: EgressProxy | None = None
+        self._child: int | None = None
 
     @classmethod
     def prepare(
@@ -61,7 +74,9 @@ class SessionEgress:
     ) -> SessionEgress:
         s = ws.settings
         policy = build_policy(s.network_mode, agent, s.allow, s.allow_private)
-        return cls(policy, str(runtime_dir), audit_path(ws.dirs.state, session), session)
+        egress = cls(policy, runtime_dir, audit_path(ws.dirs.state, session), session)
+        egress.socket_dir.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700)
+        return egress
 
     @property
     def allow_count(self) -> int:
@@ -72,17 +87,40 @@ class SessionEgress:
         from hutch.egress.proxy import EgressProxy
 
         self.audit.parent.mkdir(parents=True, exist_ok=True)
-        proxy = EgressProxy(
-            self.policy, Path(self.socket_dir) / SOCKET_NAME, AuditLog(self.audit, self.session)
-        )
+        socket_path = self.socket_dir / SOCKET_NAME
         try:
-            proxy.start()
+            if os.geteuid() != 0:
+                proxy = EgressProxy(self.policy, socket_path, AuditLog(self.audit, self.session))
+                proxy.start()
+                self._proxy = proxy
+                return
+            from hutch import process
+
+            os.chown(self.socket_dir, UNPRIVILEGED, UNPRIVILEGED)
+            fd = os.open(self.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            policy, audit, session = self.policy, self.audit, self.session
+
+            def serve() -> Callable[[], None]:
+                log = AuditLog.from_fd(audit, fd, session)
+                # The sandbox's UID 0 has no CAP_DAC_OVERRIDE: it reaches the
+                # socket as "other". The runtime dir above is root's, mode 0700.
+                # Relative: the child sits in the socket directory, as the
+                # runtime dir on the way there is closed to `nobody`.
+                child = EgressProxy(policy, Path(SOCKET_NAME), log, socket_mode=0o666)
+                child.start()
+                return child.stop
+
+            try:
+                self._child = process.fork_unprivileged(
+                    serve, UNPRIVILEGED, UNPRIVILEGED, str(self.socket_dir)
+                )
+            finally:
+                os.close(fd)
         except OSError as err:
             raise SetupFailed(
                 f"the egress proxy could not start: {err}",
                 "check that the temporary directory is writable, or run with --network none",
             ) from err
-        self._proxy = proxy
 
     def finish(self) -> int:
         """Stop the proxy (it removes its socket); returns how many connections were denied."""
@@ -90,6 +128,11 @@ class SessionEgress:
             self._proxy.stop()
             self._proxy.audit.close()
             self._proxy = None
+        if self._child is not None:
+            from hutch import process
+
+            process.stop_child(self._child)
+            self._child = None
         return denied_count(self.audit)
 
 

@@ -9,9 +9,10 @@ if [ -n "${HUTCH_PROXY_SOCKET:-}" ]; then
     # this loopback relay; anything else finds no route at all.
     socat TCP-LISTEN:3128,bind=127.0.0.1,reuseaddr,fork,backlog=1024 \
         "UNIX-CONNECT:$HUTCH_PROXY_SOCKET" 2>/dev/null &
-    # Wait until the relay listens (0C38 is port 3128, 0A is LISTEN).
+    # Wait until the proxy's socket exists (hutch starts it while the engine
+    # starts this container) and the relay listens (0C38 is port 3128, 0A LISTEN).
     i=0
-    while ! grep -q ':0C38 00000000:0000 0A' /proc/net/tcp 2>/dev/null; do
+    while ! [ -S "$HUTCH_PROXY_SOCKET" ] || ! grep -q ':0C38 00000000:0000 0A' /proc/net/tcp 2>/dev/null; do
         i=$((i + 1))
         [ "$i" -gt 500 ] && { echo "hutch: egress relay did not start" >&2; exit 125; }
         sleep 0.01
