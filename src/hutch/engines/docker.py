@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hutch import process
-from hutch.engines.base import BuildCommand, Engine, csv_field
+from hutch.engines.base import BuildCommand, Engine, bind_mount_arg
 from hutch.errors import EngineUnavailable
 from hutch.plan import Mount, RunPlan
 
@@ -19,14 +19,7 @@ class Docker(Engine):
     install_hint = "install Docker (Debian: sudo apt-get install docker.io) and start it"
 
     def mount_arg(self, mount: Mount) -> str:
-        fields = [
-            "type=bind",
-            csv_field(f"source={mount.source}"),
-            csv_field(f"target={mount.target}"),
-        ]
-        if mount.readonly:
-            fields.append("readonly")
-        return ",".join(fields)
+        return bind_mount_arg(mount)
 
     def run_argv(self, plan: RunPlan) -> list[str]:
         argv = [self.binary, "run", "--rm", "--pull", "never", "--name", plan.name]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from hutch import process
-from hutch.engines.base import BuildCommand, Engine, LimitsGap, csv_field
+from hutch.engines.base import BuildCommand, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, SetupFailed
 from hutch.plan import Mount, RunPlan
 
@@ -97,16 +97,7 @@ class Podman(Engine):
         return self._host
 
     def mount_arg(self, mount: Mount) -> str:
-        # Podman (4.3 checked) reads --mount with a CSV reader, as Docker does:
-        # a quoted field may hold commas, quotes, '=' and newlines.
-        fields = [
-            "type=bind",
-            csv_field(f"source={mount.source}"),
-            csv_field(f"target={mount.target}"),
-        ]
-        if mount.readonly:
-            fields.append("readonly")
-        return ",".join(fields)
+        return bind_mount_arg(mount)
 
     def run_argv(self, plan: RunPlan) -> list[str]:
         host = self.host
