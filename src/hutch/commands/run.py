@@ -81,6 +81,10 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         session.write_env_file(runtime, plan)
         for note in plan.notes:
             ws.say(note)
+        home = ws.dirs.agent_home(agent.name)
+        if not request.command and agent.login_hint and not any(home.iterdir()):
+            # A fresh agent home: the agent will ask to log in.
+            ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
         summary = session.describe(plan, checks.masking, allow_count)
         gap = ws.engine.limits_gap(plan)
