@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HUTCH = Path(sys.executable).parent / "hutch"
 MANAGED = "label=io.hutch.managed=true"
 BUILD_TIMEOUT = 1800.0
+
+
+def as_user(user: str, env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
+    """argv run as this host user with exactly env, as a login would set it up
+    (primary and supplementary groups).
+
+    setpriv execs in place, unlike runuser, which forks and stays in front: so
+    the process the test starts is hutch itself, signals reach it directly, and
+    its exit status is hutch's own.
+    """
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
+            "--", "env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]  # fmt: skip
 
 
 def docker(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -82,8 +96,7 @@ class Engine:
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **self.env}
             if self.user_home is not None:
                 env["HOME"] = str(self.user_home)
-            assignments = [f"{k}={v}" for k, v in env.items()]
-            argv = ["runuser", "-u", self.user, "--", "env", "-i", *assignments, *argv]
+            argv = as_user(self.user, env, argv)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               check=False, cwd="/", env=env)  # fmt: skip
 
@@ -230,10 +243,7 @@ class Hutch:
         wanted = dict(env) if env is not None else self.env()
         if self.user is None:
             return [self.binary, *args], wanted
-        # runuser resets parts of the environment: hand hutch exactly ours.
-        assignments = [f"{k}={v}" for k, v in wanted.items()]
-        argv = ["runuser", "-u", self.user, "--", "env", "-i", *assignments, self.binary, *args]
-        return argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        return as_user(self.user, wanted, [self.binary, *args]), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def run(
         self,
@@ -357,16 +367,3 @@ def seed_pins(hutch: Hutch, built: Built) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(built.pins, target)
 
-
-def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether pid is ancestor or runs below it (hutch under runuser, say)."""
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        # The command name may hold spaces and parentheses: the ppid follows the last ")".
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return False

@@ -3,7 +3,7 @@
 The stand-in "outside" is an HTTP server in this test process: on loopback it
 is reachable by hutch's proxy (allowed as an IP literal, or by name through
 allow_private); on all addresses it is what a leaking sandbox would reach via
-the engine's bridge gateway, which the open-mode controls show.
+the host's address as seen from inside, which the open-mode controls show.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import Hutch, docker
+from tests.integration.support import Engine, Hutch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 BODY = "hello from the stand-in outside"
 # Loopback is in NO_PROXY inside (for the sandbox's own services); these probes
@@ -88,9 +88,20 @@ def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     listener.close()
 
 
-def gateway() -> str:
-    """The host's address on the engine's default bridge (the seen-from-inside host)."""
-    out = docker("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}")
+def host_seen_from_inside(engine: Engine) -> str:
+    """An address of the host that open mode reaches from inside."""
+    if engine.rootless:
+        # slirp4netns: no bridge, and hutch keeps the host's loopback (10.0.2.2)
+        # out of reach; its connections leave from the host's own network
+        # stack, so the host's outward address is the one a leak would use.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("203.0.113.1", 9))  # TEST-NET-3; no packet is sent, only a route chosen
+            return str(probe.getsockname()[0])
+    if engine.podman:
+        out = engine.cli("network", "inspect", "podman", "--format", "{{json .Subnets}}")
+        return str(json.loads(out.stdout)[0]["gateway"])
+    # Docker: the host's address on the default bridge.
+    out = engine.cli("network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}")
     config = json.loads(out.stdout)[0]
     if config.get("Gateway"):
         return str(config["Gateway"])
@@ -131,15 +142,29 @@ def test_host_off_the_list_is_denied_with_the_fix(hutch: Hutch, project: Path, o
 
 
 def test_program_ignoring_proxy_variables_gets_nowhere(
-    hutch: Hutch, project: Path, outside: int
+    engine: Engine, hutch: Hutch, project: Path, outside: int
 ) -> None:
-    target = f"http://{gateway()}:{outside}/"
+    target = f"http://{host_seen_from_inside(engine)}:{outside}/"
     probe = f"curl -sS -m 5 --noproxy '*' {target}"
     control = sh(hutch, project, probe, "--network", "open")
     assert control.returncode == 0 and control.stdout == BODY, control.stderr
     blocked = sh(hutch, project, probe)
     assert blocked.returncode != 0
     assert BODY not in blocked.stdout
+
+
+def test_network_none_has_no_route(hutch: Hutch, project: Path) -> None:
+    probe = "ls /sys/class/net | tr '\\n' ' '; echo; grep -c . /proc/net/route"
+    closed = sh(hutch, project, probe, "--network", "none")
+    assert closed.returncode == 0, closed.stderr
+    interfaces, routes = closed.stdout.splitlines()
+    assert interfaces.split() == ["lo"]
+    assert routes == "1"  # the header line only
+    # Control: the open mode does get an interface and a route out.
+    control = sh(hutch, project, probe, "--network", "open")
+    assert control.returncode == 0, control.stderr
+    assert set(control.stdout.splitlines()[0].split()) - {"lo"}
+    assert int(control.stdout.splitlines()[1]) > 1
 
 
 def test_no_dns_and_no_route_in_allowlist_mode(hutch: Hutch, project: Path) -> None:
@@ -198,6 +223,7 @@ def _status(pid: int) -> dict[str, str]:
     return fields
 
 
+@pytest.mark.engines("docker", "podman")  # hutch as root: not rootless Podman's case
 def test_proxy_runs_unprivileged_when_hutch_is_root(hutch: Hutch, project: Path) -> None:
     import os
     import time
@@ -214,7 +240,7 @@ def test_proxy_runs_unprivileged_when_hutch_is_root(hutch: Hutch, project: Path)
                         status = _status(int(entry.name))
                     except OSError:
                         continue
-                    if status.get("PPid") == str(proc.pid) and status.get("Name") != "docker":
+                    if status.get("PPid") == str(proc.pid) and status.get("Name") != hutch.engine.client:
                         children.append(int(entry.name))
             time.sleep(0.2)
         assert children, "no proxy child process found"

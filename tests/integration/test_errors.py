@@ -73,11 +73,12 @@ def test_podman_unavailable(hutch: Hutch, project: Path) -> None:
     assert "hint:" in result.stderr
 
 
-@pytest.mark.parametrize("engine", [None, "docker"], ids=["auto", "docker"])
-def test_docker_not_on_path(hutch: Hutch, project: Path, engine: str | None) -> None:
+# Not "engine": that is the fixture naming the engine flavour a test runs on.
+@pytest.mark.parametrize("choice", [None, "docker"], ids=["auto", "docker"])
+def test_docker_not_on_path(hutch: Hutch, project: Path, choice: str | None) -> None:
     empty = hutch.root / "empty-bin"
     empty.mkdir(exist_ok=True)
-    flags = ("--engine", engine) if engine else ()
+    flags = ("--engine", choice) if choice else ()
     tmp = hutch.root / "tmp"  # keeps /tmp clean whatever hutch leaves (see below)
     tmp.mkdir()
     result = exec_true(hutch, project, *flags, env=hutch.env(PATH=str(empty), TMPDIR=str(tmp)))

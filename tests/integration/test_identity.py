@@ -59,8 +59,11 @@ def test_image_has_no_setuid_files(engine: Engine, built: Built) -> None:
     # The in-sandbox scan above runs without CAP_DAC_READ_SEARCH, so it cannot
     # look into every directory: scan the image once as a fully privileged root
     # (of the user namespace, on rootless Podman).
+    # Podman would raise rlimits beyond what root may here (see engines/podman.py):
+    # pinned low, which is always allowed.
+    ulimits = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024") if engine.podman else ()
     result = engine.cli(
-        "run", "--rm", "--network", "none", "--entrypoint", "find", built.tag,
+        "run", "--rm", "--network", "none", *ulimits, "--entrypoint", "find", built.tag,
         "/", "-xdev", "-perm", "/6000", "-type", "f",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

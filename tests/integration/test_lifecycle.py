@@ -3,7 +3,6 @@ is reaped by gc and by the next start, sessions in one project do not collide.""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -12,21 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from .support import Hutch, Running, project_containers, wait_for
+from .support import Hutch, Running, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 
 def start_sleeper(hutch: Hutch, project: Path, seconds: int = 300) -> Running:
     return hutch.popen("-q", "exec", "--", "sleep", str(seconds), cwd=project)
 
 
-def container_of(proc: Running, project: Path) -> dict[str, object]:
+def container_of(hutch: Hutch, proc: Running, project: Path) -> dict[str, object]:
     """The running container started by this hutch process (its pid is a label)."""
 
     def find() -> dict[str, object] | None:
         assert proc.poll() is None, f"hutch exited early: {proc.stderr}"
-        for item in project_containers(project):
+        for item in hutch.engine.project_containers(project):
             if item["Config"]["Labels"].get("io.hutch.pid") == str(proc.pid):  # type: ignore[index]
                 return item
         return None
@@ -36,23 +35,23 @@ def container_of(proc: Running, project: Path) -> dict[str, object]:
     return found
 
 
-def gone(project: Path) -> bool:
-    return not project_containers(project, running_only=False)
+def gone(hutch: Hutch, project: Path) -> bool:
+    return not hutch.engine.project_containers(project, running_only=False)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_removes_container(hutch: Hutch, project: Path, signum: int) -> None:
     proc = start_sleeper(hutch, project)
     try:
-        session = container_of(proc, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
+        session = container_of(hutch, proc, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
         started = time.monotonic()
         proc.signal_group(signum)
         status = proc.wait(timeout=15)
         assert time.monotonic() - started < 15
         assert "Traceback" not in proc.stderr
         assert status == 128 + signum, proc.stderr
-        wait_for(lambda: gone(project), 15, "the container to be removed")
-        assert host_leftovers(session) == []
+        wait_for(lambda: gone(hutch, project), 15, "the container to be removed")
+        assert host_leftovers(hutch, session) == []
     finally:
         proc.stop()
 
@@ -61,7 +60,7 @@ def _kill_hard(hutch: Hutch, project: Path) -> tuple[str, str]:
     """SIGKILL a hutch mid-session; returns its container name and session id."""
     proc = start_sleeper(hutch, project)
     try:
-        item = container_of(proc, project)
+        item = container_of(hutch, proc, project)
         name = str(item["Name"]).lstrip("/")
         session = item["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
         proc.send_signal(signal.SIGKILL)
@@ -70,15 +69,16 @@ def _kill_hard(hutch: Hutch, project: Path) -> tuple[str, str]:
         proc.stop()
     time.sleep(1)
     # Nobody cleaned up: the sandbox outlives its hutch.
-    assert [c["Name"] for c in project_containers(project)] == [f"/{name}"]
+    assert [str(c["Name"]).lstrip("/") for c in hutch.engine.project_containers(project)] == [name]
     return name, session
 
 
-def host_leftovers(session: str) -> list[Path]:
+def host_leftovers(hutch: Hutch, session: str) -> list[Path]:
     """What hutch keeps on the host only while a session runs (its runtime dir:
     egress socket and env file; in /tmp, as the test environment sets neither
-    TMPDIR nor XDG_RUNTIME_DIR)."""
-    return sorted(Path("/tmp").glob(f"hutch-{os.getuid()}-{session}"))
+    TMPDIR nor XDG_RUNTIME_DIR, except for rootless Podman, which needs the latter)."""
+    engine = hutch.engine
+    return sorted(engine.runtime_base.glob(f"hutch-{engine.uid}-{session}"))
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def kill_hard(hutch: Hutch, project: Path) -> Iterator[Callable[[], tuple[str, s
 
     yield kill
     for session in sessions:
-        for path in host_leftovers(session):
+        for path in host_leftovers(hutch, session):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -105,7 +105,7 @@ def test_killed_session_reaped_by_gc(
     result = hutch.run("gc", cwd=project)
     assert result.returncode == 0, result.stderr
     assert name in result.stderr
-    wait_for(lambda: gone(project), 15, "gc to remove the container")
+    wait_for(lambda: gone(hutch, project), 15, "gc to remove the container")
 
 
 def test_killed_session_host_leftovers_reaped_by_gc(
@@ -114,7 +114,7 @@ def test_killed_session_host_leftovers_reaped_by_gc(
     _, session = kill_hard()
     result = hutch.run("gc", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert host_leftovers(session) == []
+    assert host_leftovers(hutch, session) == []
 
 
 def test_killed_session_reaped_by_next_start(
@@ -123,7 +123,7 @@ def test_killed_session_reaped_by_next_start(
     kill_hard()
     result = hutch.run("-q", "exec", "--", "true", cwd=project)
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: gone(project), 15, "the next start to remove the container")
+    wait_for(lambda: gone(hutch, project), 15, "the next start to remove the container")
 
 
 def _ps_sessions(hutch: Hutch, project: Path) -> set[str]:
@@ -138,7 +138,7 @@ def test_concurrent_sessions(hutch: Hutch, project: Path) -> None:
     procs = [start_sleeper(hutch, project, seconds=6) for _ in range(2)]
     try:
         sessions = {
-            container_of(p, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
+            container_of(hutch, p, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
             for p in procs
         }
         assert len(sessions) == 2
@@ -148,15 +148,15 @@ def test_concurrent_sessions(hutch: Hutch, project: Path) -> None:
     finally:
         for proc in procs:
             proc.stop()
-    wait_for(lambda: gone(project), 15, "both containers to be removed")
+    wait_for(lambda: gone(hutch, project), 15, "both containers to be removed")
 
 
 def test_stop_one_session(hutch: Hutch, project: Path) -> None:
     first, second = start_sleeper(hutch, project), start_sleeper(hutch, project)
     try:
-        labels = container_of(first, project)["Config"]["Labels"]  # type: ignore[index]
+        labels = container_of(hutch, first, project)["Config"]["Labels"]  # type: ignore[index]
         victim = labels["io.hutch.session"]
-        survivor = container_of(second, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
+        survivor = container_of(hutch, second, project)["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
         assert _ps_sessions(hutch, project) == {victim, survivor}
 
         result = hutch.run("stop", victim, cwd=project)
@@ -169,4 +169,4 @@ def test_stop_one_session(hutch: Hutch, project: Path) -> None:
     finally:
         for proc in (first, second):
             proc.terminate()
-    wait_for(lambda: gone(project), 15, "both containers to be removed")
+    wait_for(lambda: gone(hutch, project), 15, "both containers to be removed")

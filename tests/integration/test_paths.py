@@ -3,31 +3,33 @@ the only host paths inside are the project and hutch's own files."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from .support import Hutch, project_containers, wait_for
+from .support import Engine, Hutch, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 
 @pytest.mark.parametrize(
     "name",
-    ["my proj:a,b", "p,readonly,target=hostetc"],
-    ids=["space-colon-comma", "option-injection"],
+    ["my proj:a,b", "p,readonly,target=hostetc", 'p,readonly=false,bind-propagation=shared,"q:x'],
+    ids=["space-colon-comma", "option-injection", "quote"],
 )
-def test_odd_project_path(hutch: Hutch, name: str) -> None:
+def test_odd_project_path(engine: Engine, hutch: Hutch, name: str) -> None:
     project = hutch.root / name
     project.mkdir()
-    result = hutch.run("-q", "exec", "--", "pwd", cwd=project)
+    hutch.own(project)
+    result = hutch.run("-q", "exec", "--", "sh", "-c", "pwd; touch made-here", cwd=project)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{project}\n"
+    made = (project / "made-here").stat()
+    assert (made.st_uid, made.st_gid) == (engine.uid, engine.gid)
 
     proc = hutch.popen("-q", "exec", "--", "sleep", "120", cwd=project)
     try:
-        found = wait_for(lambda: project_containers(project), 60, "the session container")
+        found = wait_for(lambda: engine.project_containers(project), 60, "the session container")
         assert isinstance(found, list) and len(found) == 1
         mounts = found[0]["Mounts"]
         assert isinstance(mounts, list)
@@ -52,4 +54,4 @@ def test_odd_project_path(hutch: Hutch, name: str) -> None:
     for key in (("/home/hutch", True), ("/etc/passwd", False), ("/etc/group", False)):
         assert others[key].startswith(data), others[key]
     if ("/run/hutch", True) in others:
-        assert Path(others[("/run/hutch", True)]).name == f"hutch-{os.getuid()}-{session}"
+        assert Path(others[("/run/hutch", True)]).name == f"hutch-{engine.uid}-{session}"

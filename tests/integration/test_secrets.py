@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.support import Hutch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 CANARY = "CANARY_d41d8cd98f00"
 
@@ -34,6 +34,7 @@ def test_secret_files_read_empty_and_cannot_be_written(hutch: Hutch, project: Pa
     (project / ".ssh").mkdir()
     (project / ".ssh" / "id_ed25519").write_text(CANARY)
     (project / "ordinary.txt").write_text("visible")
+    hutch.own(project)
     script = (
         "cat .env deploy.pem .env.example ordinary.txt; ls -A .ssh; "
         "echo overwritten > .env && echo WROTE"
@@ -57,6 +58,7 @@ def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
     (project / "hutch.toml").write_text(
         '[secrets]\nmask = ["*.secret"]\nunmask = [".env.local"]\n'
     )
+    hutch.own(project)
     out = sh(hutch, project, "cat prod.secret; echo; cat .env.local").stdout
     assert out.splitlines() == ["", CANARY + "-local"]
 
@@ -64,6 +66,7 @@ def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
 def test_git_hooks_read_only_but_commits_work(hutch: Hutch, project: Path) -> None:
     git(project, "init", "-q")
     (project / "a.txt").write_text("a")
+    hutch.own(project)
     script = (
         "git -c user.name=a -c user.email=a@b add a.txt && "
         "git -c user.name=a -c user.email=a@b commit -qm inside && echo COMMITTED; "
@@ -82,6 +85,7 @@ def test_git_hooks_read_only_but_commits_work(hutch: Hutch, project: Path) -> No
 
 def test_changes_to_host_surface_are_reported(hutch: Hutch, project: Path) -> None:
     (project / "src").mkdir()
+    hutch.own(project)
     script = (
         "printf '#!/bin/sh\\necho pwned\\n' > src/run.sh && chmod +x src/run.sh; "
         "ln -s /etc/passwd src/escape; mkdir -p sub/.vscode; echo '{}' > sub/.vscode/tasks.json"
@@ -98,8 +102,9 @@ def test_changes_to_host_surface_are_reported(hutch: Hutch, project: Path) -> No
     assert "notes.txt" not in quiet.stderr
 
 
-def test_planted_link_never_widens_a_mount(hutch: Hutch, project: Path, tmp_path: Path) -> None:
-    outside = tmp_path / "outside-secret"
+def test_planted_link_never_widens_a_mount(hutch: Hutch, project: Path) -> None:
+    # Outside the project, but the user's own: readable but for the mount.
+    outside = hutch.root / "outside-secret"
     outside.mkdir()
     (outside / "key").write_text(CANARY)
     git(project, "init", "-q")
@@ -108,6 +113,7 @@ def test_planted_link_never_widens_a_mount(hutch: Hutch, project: Path, tmp_path
         child.unlink()
     hooks.rmdir()
     hooks.symlink_to(outside)
+    hutch.own(project, outside)
     result = sh(hutch, project, "cat .git/hooks/key 2>&1; ls -la .git/hooks")
     assert CANARY not in result.stdout
     assert "symlink" in result.stderr
@@ -120,6 +126,7 @@ def test_odd_names_give_one_correct_mask(hutch: Hutch, project: Path, name: str)
     directory.mkdir()
     (directory / ".env").write_text(CANARY)
     (directory / "plain.txt").write_text("plain")
+    hutch.own(project)
     quoted = name.replace("'", "'\\''")
     out = sh(hutch, project, f"cat './{quoted}/.env'; cat './{quoted}/plain.txt'")
     assert out.returncode == 0, out.stderr
@@ -130,6 +137,7 @@ def test_odd_names_give_one_correct_mask(hutch: Hutch, project: Path, name: str)
 def test_host_files_stay_unchanged(hutch: Hutch, project: Path) -> None:
     secret = project / ".env"
     secret.write_text(CANARY)
+    hutch.own(project)
     before = os.stat(secret)
     sh(hutch, project, "cat .env > /dev/null; : > .env; rm -f .env")
     after = os.stat(secret)
@@ -137,26 +145,27 @@ def test_host_files_stay_unchanged(hutch: Hutch, project: Path) -> None:
     assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)
 
 
-def test_no_agent_sockets_or_credential_helpers_inside(
-    hutch: Hutch, project: Path, tmp_path: Path
-) -> None:
+def test_no_agent_sockets_or_credential_helpers_inside(hutch: Hutch, project: Path) -> None:
     import socket as socketlib
 
-    agent_socket = tmp_path / "agent.sock"
+    agent_socket = hutch.root / "agent.sock"  # one the user could hand in
     server = socketlib.socket(socketlib.AF_UNIX)
     server.bind(str(agent_socket))
+    hutch.own(agent_socket)
     env = hutch.env(SSH_AUTH_SOCK=str(agent_socket), GPG_AGENT_INFO=str(agent_socket))
     probe = (
         'echo "ssh=${SSH_AUTH_SOCK:-none} gpg=${GPG_AGENT_INFO:-none}"; '
         f"test -S '{agent_socket}' && echo SOCKET; "
         "git config --get credential.helper || echo nohelper; "
-        "ls /var/run/docker.sock /run/docker.sock /run/podman/podman.sock 2>/dev/null || echo noengine"
+        "for s in /var/run/docker.sock /run/docker.sock /run/podman/podman.sock "
+        "/run/user/*/podman/podman.sock; do test -S \"$s\" && echo \"engine=$s\"; done; echo checked"
     )
     result = hutch.run("exec", "--network", "none", "--", "sh", "-c", probe, cwd=project, env=env)
     server.close()
     assert "ssh=none gpg=none" in result.stdout
     assert "SOCKET" not in result.stdout
-    assert "nohelper" in result.stdout and "noengine" in result.stdout
+    assert "nohelper" in result.stdout and "checked" in result.stdout
+    assert "engine=" not in result.stdout
     # Control: naming the variable lets the value in (the socket itself still stays out).
     named = hutch.run(
         "exec", "--network", "none", "--env", "SSH_AUTH_SOCK", "--", "sh", "-c", probe,
@@ -165,16 +174,15 @@ def test_no_agent_sockets_or_credential_helpers_inside(
     assert f"ssh={agent_socket}" in named.stdout and "SOCKET" not in named.stdout
 
 
-def test_planted_link_in_a_user_mount_is_refused(
-    hutch: Hutch, project: Path, tmp_path: Path
-) -> None:
-    private = tmp_path / "private"
+def test_planted_link_in_a_user_mount_is_refused(hutch: Hutch, project: Path) -> None:
+    private = hutch.root / "private"
     private.mkdir()
     (private / "id").write_text(CANARY)
     real = project / "data"
     real.mkdir()
     (real / "ok.txt").write_text("data")
     (project / "hutch.toml").write_text('[sandbox]\nmounts = ["data:/data:ro"]\n')
+    hutch.own(project, private)
     # Control: a real directory mounts.
     control = sh(hutch, project, "cat /data/ok.txt")
     assert control.stdout == "data", control.stderr
