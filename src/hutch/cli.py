@@ -102,7 +102,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("session", nargs="?")
         p.add_argument("--json", action="store_true")
     if p := add("config", "show the effective config, or write a template"):
-        p.add_argument("action", choices=("show", "init"))
+        p.add_argument("action", choices=("show", "init", "trust"),
+                       help="trust: let this project's hutch.toml widen the sandbox")
         p.add_argument("--force", action="store_true", help="config init: replace hutch.toml")
     return parser
 
@@ -242,5 +243,7 @@ def dispatch(ns: argparse.Namespace, tail: tuple[str, ...]) -> int:
     if command == "config":
         if ns.action == "show":
             return manage.config_show(_workspace(ns))
+        if ns.action == "trust":
+            return manage.config_trust(_workspace(ns))
         return manage.config_init(ns, ns.force)
     raise UsageError(f"unknown command {command!r}")

@@ -186,6 +186,8 @@ def test_name_resolving_to_loopback_needs_allow_private(
     denied = sh(hutch, project, probe, "--allow", f"localhost:{outside}")
     assert denied.stdout.endswith("403") and "loopback" in denied.stdout, denied.stdout
     (project / "hutch.toml").write_text(f'[network]\nallow_private = ["localhost:{outside}"]\n')
+    hutch.own(project / "hutch.toml")
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
     allowed = sh(hutch, project, probe)
     assert allowed.stdout == f"{BODY} 200", allowed.stdout + allowed.stderr
 
@@ -202,6 +204,8 @@ def test_ip_literal_spellings_are_denied(
 
 def test_sni_must_match_the_connect_host(hutch: Hutch, project: Path, tls_outside: int) -> None:
     (project / "hutch.toml").write_text(f'[network]\nallow_private = ["localhost:{tls_outside}"]\n')
+    hutch.own(project / "hutch.toml")
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
     url = f"https://localhost:{tls_outside}/"
     control = sh(hutch, project, f"{VIA_PROXY} -sS -k -m 10 {url}")
     assert control.stdout == "ok", control.stderr

@@ -59,6 +59,11 @@ def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
         '[secrets]\nmask = ["*.secret"]\nunmask = [".env.local"]\n'
     )
     hutch.own(project)
+    # Unmasking is the project file widening the sandbox: it needs the user's trust.
+    untrusted = sh(hutch, project, "cat .env.local")
+    assert untrusted.returncode == 3 and "hutch config trust" in untrusted.stderr
+    assert CANARY not in untrusted.stdout
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
     out = sh(hutch, project, "cat prod.secret; echo; cat .env.local").stdout
     assert out.splitlines() == ["", CANARY + "-local"]
 
@@ -193,3 +198,30 @@ def test_planted_link_in_a_user_mount_is_refused(hutch: Hutch, project: Path) ->
     assert refused.returncode == 125
     assert "symlink" in refused.stderr
     assert CANARY not in refused.stdout
+
+
+
+def test_project_config_cannot_widen_the_sandbox_untrusted(hutch: Hutch, project: Path) -> None:
+    # Beside the project, where the engine's user (rootless too) can reach it.
+    outside = hutch.root / "outside"
+    outside.mkdir()
+    (outside / "key").write_text(CANARY)
+    hutch.own(outside)
+    toml = project / "hutch.toml"
+    toml.write_text(f'[sandbox]\nmounts = ["{outside}:/stolen:ro"]\n')
+    hutch.own(toml)
+    refused = sh(hutch, project, "cat /stolen/key")
+    assert refused.returncode == 3
+    assert str(outside) in refused.stderr and "hutch config trust" in refused.stderr
+    assert CANARY not in refused.stdout
+    # Control: once the user trusts this exact file, the mount is theirs.
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
+    trusted = sh(hutch, project, "cat /stolen/key")
+    assert trusted.stdout == CANARY, trusted.stderr
+    # Any change asks again.
+    toml.write_text(toml.read_text() + '[network]\nmode = "open"\n')
+    again = sh(hutch, project, "true")
+    assert again.returncode == 3
+    # Settings that do not widen need no trust.
+    toml.write_text('[sandbox]\nmemory = "2g"\n')
+    assert sh(hutch, project, "true").returncode == 0

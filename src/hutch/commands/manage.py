@@ -256,6 +256,15 @@ def audit(ws: Workspace, session_id: str | None, as_json: bool) -> int:
     return 0
 
 
+def config_trust(ws: Workspace) -> int:
+    from hutch import trust
+
+    path = trust.trust(ws.dirs, ws.project)
+    asks = trust.widening(ws.settings.merged.values, ws.project)
+    ws.say(f"trusted {path} as it is now" + (f" ({'; '.join(asks)})" if asks else ""))
+    return 0
+
+
 def config_show(ws: Workspace) -> int:
     merged = ws.settings.merged
     width = max(len(k) for k in merged.values)

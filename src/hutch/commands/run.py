@@ -37,10 +37,11 @@ def _warn_once(ws: Workspace, key: str, message: str) -> None:
 
 
 def execute(ws: Workspace, request: RunRequest) -> int:
-    from hutch import freshness, guard
+    from hutch import freshness, guard, trust
 
     agent = ws.agent(request.agent)
     session.check_project(ws, request.force)
+    trust.check(ws.dirs, ws.project, ws.settings.merged.origins)
     session.check_mount_sources(ws)
     recipe = session.recipe_for(ws, agent)
     attached = sys.stdin.isatty() and sys.stdout.isatty()
