@@ -7,9 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch import __version__
 from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
+
+if TYPE_CHECKING:
+    from hutch.config.load import Layer
+    from hutch.session import Workspace
 
 COMMANDS = (
     "run", "exec", "shell", "build", "update", "agents", "doctor",
@@ -164,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _flag_layer(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _flag_layer(ns: argparse.Namespace) -> Layer:
     from hutch.config.load import Layer
     from hutch.config.schema import SCHEMA, ConfigValue
 
@@ -188,7 +193,7 @@ def _flag_layer(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     return Layer("flag", values)
 
 
-def _workspace(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _workspace(ns: argparse.Namespace) -> Workspace:
     from hutch.config import load_settings
     from hutch.engines import choose
     from hutch.paths import Dirs, find_project_root

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from hutch.plan import Masking
 from hutch.secrets.scan import scan
-from hutch.secrets.surface import Change, Snapshot, diff, format_changes, protected_present, snapshot
+from hutch.secrets.surface import Change, Snapshot, diff, protected_present, snapshot
 
 SHOWN = 5
 
@@ -105,7 +105,3 @@ def write_record(
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
-
-
-def describe_changes(changes: tuple[Change, ...]) -> str:
-    return format_changes(changes)

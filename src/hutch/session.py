@@ -26,6 +26,7 @@ from hutch.plan import (
     Masking,
     RunPlan,
     passwd_entries,
+    project_key,
     sandbox_user_name,
 )
 
@@ -240,12 +241,8 @@ def host_facts(ws: Workspace, agent: AgentDef, runtime_dir: str | None = None) -
     cache_root = data / "caches"
     if ws.settings.auth == "host":
         _prepare_host_auth(ws, agent)
-    project_key_dir = None
     for kind in ws.settings.caches:
-        from hutch.plan import project_key
-
-        project_key_dir = cache_root / project_key(str(ws.project)) / kind
-        project_key_dir.mkdir(parents=True, exist_ok=True)
+        (cache_root / project_key(str(ws.project)) / kind).mkdir(parents=True, exist_ok=True)
     return HostFacts(
         project=str(ws.project),
         cwd=os.path.realpath(ws.cwd),

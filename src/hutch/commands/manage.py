@@ -540,7 +540,3 @@ def _podman_checks(engine: Podman, checks: _Checks) -> bool:
         checks.warn(f"catatonit not found in {', '.join(CATATONIT_PATHS)}; hutch runs with --init",
                     "sudo apt-get install catatonit (unless containers.conf sets init_path)")  # fmt: skip
     return True
-
-
-def _age(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))

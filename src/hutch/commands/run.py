@@ -107,13 +107,14 @@ def _report(
     ws: Workspace, agent: str, session_id: str, uid: int, checks: Guard, status: int, denied: int
 ) -> None:
     from hutch import guard
+    from hutch.secrets.surface import format_changes
 
     changes = guard.after(ws.project, uid, checks)
     guard.write_record(ws.dirs.state, session_id, ws.project, agent, checks, changes, status)
     if changes:
         ws.warn(
             "the session changed files that the host may run later:\n"
-            + guard.describe_changes(changes)
+            + format_changes(changes)
             + f"\n  review them; `hutch audit {session_id}` keeps the list"
         )
     if denied:

@@ -42,6 +42,7 @@ def build_policy(
 
     entries = tuple(dict.fromkeys(agent.allow + REGISTRIES + allow))
     try:
+        # mode is a str checked against NETWORK_MODES by the config schema.
         return Policy.from_config(mode, entries, allow_private)  # type: ignore[arg-type]
     except ValueError as err:
         raise ConfigError(
