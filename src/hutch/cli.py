@@ -1,8 +1,14 @@
-"""Command line: flags -> one core call -> exit code."""
+"""Command line: flags -> one core call -> exit code.
+
+The flags are a table (GLOBAL_OPTIONS, COMMANDS). A small scanner parses the
+well-formed command lines that start every session; argparse, built from the
+same table, takes over for --help, --version, usage errors and whatever the
+scanner does not recognise (abbreviations, bundled short flags). Importing
+argparse and building its parsers costs ~15 ms, a tenth of the launch budget.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -13,103 +19,237 @@ from hutch import __version__
 from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
 
 if TYPE_CHECKING:
+    import argparse
+
     from hutch.config.load import Layer
     from hutch.session import Workspace
 
-COMMANDS = (
-    "run", "exec", "shell", "build", "update", "agents", "doctor",
-    "ps", "stop", "gc", "audit", "config",
+# An option: (flags, kind, help, metavar). kind is "flag" (a switch), "str",
+# "path", "int", "float", "list" (repeatable) or a tuple of choices.
+Option = tuple[tuple[str, ...], str | tuple[str, ...], str, str | None]
+# A positional: (name, nargs, help, choices); nargs is "?", "*" or "1".
+Positional = tuple[str, str, str, tuple[str, ...] | None]
+
+GLOBAL_OPTIONS: tuple[Option, ...] = (
+    (("--engine",), ("docker", "podman", "auto"),
+     "container engine (default: config, HUTCH_ENGINE, or detected)", None),
+    (("--project",), "path", "project root (default: nearest hutch.toml, git top level, or .)",
+     "DIR"),
+    (("-q", "--quiet"), "flag", "no progress or summary lines", None),
+    (("--debug",), "flag", "show engine commands and tracebacks", None),
 )  # fmt: skip
 
+SANDBOX_OPTIONS: tuple[Option, ...] = (
+    (("--network",), ("allowlist", "open", "none"), "egress policy for this run", None),
+    (("--allow",), "list", "also allow this host (repeatable)", "HOST[:PORT]"),
+    (("--env",), "list", "let a host variable in, or set one (repeatable)", "NAME[=VALUE]"),
+    (("--mount",), "list", "extra mount (repeatable)", "SRC:DST[:ro|rw]"),
+    (("--no-mask",), "flag", "do not mask secret files (warns)", None),
+    (("--memory",), "str", 'memory limit, e.g. "4g"', "SIZE"),
+    (("--cpus",), "float", "CPU limit", "N"),
+    (("--pids",), "int", "process limit", "N"),
+    (("--dry-run",), "flag", "print the engine command instead of running it", None),
+    (("--force",), "flag", "allow / or the home directory itself as the project", None),
+)  # fmt: skip
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse exits 2 already; say what to do next as every error does.
-        self.print_usage(sys.stderr)
-        print(f"hutch: {message}\n  hint: see `hutch {self.prog.split()[-1]} --help`",
-              file=sys.stderr)  # fmt: skip
-        raise SystemExit(2)
+# name: (help, option groups as (title or None, options), positionals)
+COMMANDS: dict[str, tuple[str, tuple[tuple[str | None, tuple[Option, ...]], ...],
+                          tuple[Positional, ...]]] = {
+    "run": ("run the agent in the sandbox for this project (the default)",
+            (("sandbox options", SANDBOX_OPTIONS),),
+            (("agent", "?", "agent name (default: config `agent`)", None),)),
+    "exec": ("run any command in exactly the sandbox the agent would get",
+             (("sandbox options", SANDBOX_OPTIONS),
+              (None, ((("--agent",), "str", "whose sandbox (default: config `agent`)", None),
+                      (("-i", "--interactive"), "flag", "keep stdin attached", None),
+                      (("-t", "--tty"), "flag", "allocate a terminal", None)))),
+             (("cmd", "*", "the command (after --)", None),)),
+    "shell": ("an interactive shell in the sandbox",
+              (("sandbox options", SANDBOX_OPTIONS),),
+              (("agent", "?", "agent name (default: config `agent`)", None),)),
+    "build": ("build the image if its recipe changed",
+              ((None, ((("--no-cache",), "flag", "rebuild every layer", None),)),),
+              (("agent", "?", "agent name (default: config `agent`)", None),)),
+    "update": ("rebuild with the agent's newest release",
+               ((None, ((("--all",), "flag", "every agent with an image", None),)),),
+               (("agent", "?", "agent name (default: config `agent`)", None),)),
+    "agents": ("built-in and configured agents, image state", (), ()),
+    "doctor": ("check the engine and setup, print fixes", (), ()),
+    "ps": ("running sessions", (), ()),
+    "stop": ("stop a session", (), (("session", "1", "session id", None),)),
+    "gc": ("remove anything hutch left behind", (), ()),
+    "audit": ("what a session was denied or had masked",
+              ((None, ((("--json",), "flag", "one JSON object per line", None),)),),
+              (("session", "?", "session id (default: the latest)", None),)),
+    "config": ("show the effective config, or write a template",
+               ((None, ((("--force",), "flag", "config init: replace hutch.toml", None),)),),
+               (("action", "1", "trust: let this project's hutch.toml widen the sandbox",
+                 ("show", "init", "trust")),)),
+}  # fmt: skip
 
 
-def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--engine", choices=("docker", "podman", "auto"), default=default,
-                        help="container engine (default: config, HUTCH_ENGINE, or detected)")
-    parser.add_argument("--project", type=Path, default=default, metavar="DIR",
-                        help="project root (default: nearest hutch.toml, git top level, or .)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        default=argparse.SUPPRESS if suppress else False,
-                        help="no progress or summary lines")
-    parser.add_argument("--debug", action="store_true",
-                        default=argparse.SUPPRESS if suppress else False,
-                        help="show engine commands and tracebacks")  # fmt: skip
+class Args:
+    """The parsed command line: the global options, and those of its command."""
+
+    command: str
+    engine: str | None
+    project: Path | None
+    quiet: bool
+    debug: bool
+    agent: str | None
+    cmd: list[str]
+    interactive: bool
+    tty: bool
+    dry_run: bool
+    force: bool
+    no_mask: bool
+    no_cache: bool
+    all: bool
+    session: str | None
+    json: bool
+    action: str
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.__dict__.update(values)
 
 
-def _run_opts(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sandbox options")
-    g.add_argument("--network", choices=("allowlist", "open", "none"),
-                   help="egress policy for this run")
-    g.add_argument("--allow", action="append", default=[], metavar="HOST[:PORT]",
-                   help="also allow this host (repeatable)")
-    g.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
-                   help="let a host variable in, or set one (repeatable)")
-    g.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro|rw]",
-                   help="extra mount (repeatable)")
-    g.add_argument("--no-mask", action="store_true", help="do not mask secret files (warns)")
-    g.add_argument("--memory", metavar="SIZE", help='memory limit, e.g. "4g"')
-    g.add_argument("--cpus", type=float, metavar="N", help="CPU limit")
-    g.add_argument("--pids", type=int, metavar="N", help="process limit")
-    g.add_argument("--dry-run", action="store_true",
-                   help="print the engine command instead of running it")
-    g.add_argument("--force", action="store_true",
-                   help="allow / or the home directory itself as the project")  # fmt: skip
+def _dest(flags: tuple[str, ...]) -> str:
+    return flags[-1].lstrip("-").replace("-", "_")
+
+
+def _default(kind: str | tuple[str, ...]) -> object:
+    return False if kind == "flag" else [] if kind == "list" else None
+
+
+def _convert(kind: str | tuple[str, ...], text: str) -> object:
+    """The option's value, or ValueError for argparse to explain."""
+    if isinstance(kind, tuple):
+        if text not in kind:
+            raise ValueError(text)
+        return text
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "path":
+        return Path(text)
+    return text
+
+
+def _scan(args: Sequence[str]) -> Args | None:
+    """Parse a well-formed command line; None when argparse should judge it."""
+    values: dict[str, object] = {_dest(o[0]): _default(o[1]) for o in GLOBAL_OPTIONS}
+    table = {flag: option for option in GLOBAL_OPTIONS for flag in option[0]}
+    positionals: list[str] = []
+    command: str | None = None
+    spec: tuple[Positional, ...] = ()
+    gap = False  # an option came after positionals: argparse decides what that means
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if len(arg) > 1 and arg.startswith("-"):
+            name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            option = table.get(name)
+            if option is None:
+                return None
+            dest, kind = _dest(option[0]), option[1]
+            gap = gap or bool(positionals)
+            if kind == "flag":
+                if eq:
+                    return None
+                values[dest] = True
+                continue
+            if not eq:
+                if index >= len(args) or args[index].startswith("-"):
+                    return None
+                inline, index = args[index], index + 1
+            try:
+                value = _convert(kind, inline)
+            except ValueError:
+                return None
+            if kind == "list":
+                values[dest] = [*values[dest], value]  # type: ignore[misc]  # a list by _default
+            else:
+                values[dest] = value
+        elif command is None:
+            if arg not in COMMANDS:
+                return None
+            command = arg
+            _, groups, spec = COMMANDS[arg]
+            for _, options in groups:
+                for option in options:
+                    values[_dest(option[0])] = _default(option[1])
+                    table.update((flag, option) for flag in option[0])
+        else:
+            if gap:
+                return None
+            positionals.append(arg)
+    if command is None:
+        return None
+    for name, nargs, _, choices in spec:
+        if nargs == "*":
+            values[name], positionals = positionals, []
+        elif positionals and (choices is None or positionals[0] in choices):
+            values[name] = positionals.pop(0)
+        elif nargs == "?":
+            values[name] = None
+        else:
+            return None
+    if positionals:
+        return None
+    values["command"] = command
+    return Args(values)
+
+
+def _add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    options: tuple[Option, ...],
+    suppress: bool = False,
+) -> None:
+    import argparse
+
+    for flags, kind, help_text, metavar in options:
+        default = argparse.SUPPRESS if suppress else _default(kind)
+        if kind == "flag":
+            parser.add_argument(*flags, action="store_true", default=default, help=help_text)
+        elif kind == "list":
+            parser.add_argument(*flags, action="append", default=default, metavar=metavar,
+                                help=help_text)  # fmt: skip
+        elif isinstance(kind, tuple):
+            parser.add_argument(*flags, choices=kind, default=default, help=help_text)
+        else:
+            kinds: dict[str, type] = {"int": int, "float": float, "path": Path, "str": str}
+            parser.add_argument(*flags, type=kinds[kind], default=default, metavar=metavar,
+                                help=help_text)  # fmt: skip
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, other commands get no arguments (start-up is lean)."""
+    """argparse over the same table; with `only`, other commands get no arguments."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            # argparse exits 2 already; say what to do next as every error does.
+            self.print_usage(sys.stderr)
+            print(f"hutch: {message}\n  hint: see `hutch {self.prog.split()[-1]} --help`",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+
     parser = Parser(prog="hutch", description="Run AI coding agents in a locked container.")
     parser.add_argument("--version", action="version", version=f"hutch {__version__}")
-    _globals(parser, suppress=False)
+    _add_options(parser, GLOBAL_OPTIONS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser | None:
+    for name, (help_text, groups, positionals) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is not None and name != only:
-            return None
-        _globals(p, suppress=True)
-        return p
-
-    if p := add("run", "run the agent in the sandbox for this project (the default)"):
-        p.add_argument("agent", nargs="?", help="agent name (default: config `agent`)")
-        _run_opts(p)
-    if p := add("exec", "run any command in exactly the sandbox the agent would get"):
-        _run_opts(p)
-        p.add_argument("--agent", help="whose sandbox (default: config `agent`)")
-        p.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
-        p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
-        p.add_argument("cmd", nargs="*", help="the command (after --)")
-    if p := add("shell", "an interactive shell in the sandbox"):
-        p.add_argument("agent", nargs="?")
-        _run_opts(p)
-    if p := add("build", "build the image if its recipe changed"):
-        p.add_argument("agent", nargs="?")
-        p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
-    if p := add("update", "rebuild with the agent's newest release"):
-        p.add_argument("agent", nargs="?")
-        p.add_argument("--all", action="store_true", help="every agent with an image")
-    add("agents", "built-in and configured agents, image state")
-    add("doctor", "check the engine and setup, print fixes")
-    add("ps", "running sessions")
-    if p := add("stop", "stop a session"):
-        p.add_argument("session")
-    add("gc", "remove anything hutch left behind")
-    if p := add("audit", "what a session was denied or had masked"):
-        p.add_argument("session", nargs="?")
-        p.add_argument("--json", action="store_true")
-    if p := add("config", "show the effective config, or write a template"):
-        p.add_argument("action", choices=("show", "init", "trust"),
-                       help="trust: let this project's hutch.toml widen the sandbox")
-        p.add_argument("--force", action="store_true", help="config init: replace hutch.toml")
+            continue
+        for pos, nargs, pos_help, choices in positionals:
+            p.add_argument(pos, nargs=None if nargs == "1" else nargs, choices=choices,
+                           help=pos_help)  # fmt: skip
+        for title, options in groups:
+            _add_options(p if title is None else p.add_argument_group(title), options)
+        _add_options(p, GLOBAL_OPTIONS, suppress=True)
     return parser
 
 
@@ -146,11 +286,20 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
     return args, tail
 
 
+def parse(args: Sequence[str]) -> Args:
+    """The scanner's reading, or argparse's (which exits 2 on a usage error)."""
+    scanned = _scan(args)
+    if scanned is not None:
+        return scanned
+    at = _command_index(args)
+    only = args[at] if at is not None and at < len(args) else None
+    return Args(vars(build_parser(only).parse_args(args)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args, tail = split_argv(raw)
-    at = _command_index(args)
-    ns = build_parser(args[at] if at is not None and at < len(args) else None).parse_args(args)
+    ns = parse(args)
     debug = bool(getattr(ns, "debug", False))
     try:
         return dispatch(ns, tail)
@@ -169,12 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _flag_layer(ns: argparse.Namespace) -> Layer:
+def _flag_layer(ns: Args) -> Layer:
     from hutch.config.load import Layer
     from hutch.config.schema import SCHEMA, ConfigValue
 
     values: dict[str, ConfigValue] = {}
-    if getattr(ns, "engine", None):
+    if ns.engine:
         values["engine"] = ns.engine
     pairs = (
         ("network", "network.mode"),
@@ -193,7 +342,7 @@ def _flag_layer(ns: argparse.Namespace) -> Layer:
     return Layer("flag", values)
 
 
-def _workspace(ns: argparse.Namespace) -> Workspace:
+def workspace(ns: Args) -> Workspace:
     from hutch.config import load_settings
     from hutch.engines import choose
     from hutch.paths import Dirs, find_project_root
@@ -207,7 +356,7 @@ def _workspace(ns: argparse.Namespace) -> Workspace:
     return Workspace(dirs, project, cwd, settings, engine, quiet=bool(ns.quiet))
 
 
-def dispatch(ns: argparse.Namespace, tail: tuple[str, ...]) -> int:
+def dispatch(ns: Args, tail: tuple[str, ...]) -> int:
     command = ns.command
     if command in ("run", "exec", "shell"):
         from hutch.commands.run import RunRequest, execute
@@ -224,31 +373,32 @@ def dispatch(ns: argparse.Namespace, tail: tuple[str, ...]) -> int:
         else:
             request = RunRequest(ns.agent, (), tail, None, None,
                                  ns.dry_run, ns.force, ns.no_mask)  # fmt: skip
-        return execute(_workspace(ns), request)
+        return execute(workspace(ns), request)
     if tail:
         raise UsageError(f"`hutch {command}` takes no arguments after --")
     from hutch.commands import manage
 
     if command == "build":
-        return manage.build(_workspace(ns), ns.agent, ns.no_cache)
+        return manage.build(workspace(ns), ns.agent, ns.no_cache)
     if command == "update":
-        return manage.update(_workspace(ns), ns.agent, ns.all)
+        return manage.update(workspace(ns), ns.agent, ns.all)
     if command == "agents":
-        return manage.agents(_workspace(ns))
+        return manage.agents(workspace(ns))
     if command == "doctor":
-        return manage.doctor(ns)
+        return manage.doctor(lambda: workspace(ns))
     if command == "ps":
-        return manage.ps(_workspace(ns))
+        return manage.ps(workspace(ns))
     if command == "stop":
-        return manage.stop(_workspace(ns), ns.session)
+        assert ns.session is not None  # a required positional of stop
+        return manage.stop(workspace(ns), ns.session)
     if command == "gc":
-        return manage.gc(_workspace(ns))
+        return manage.gc(workspace(ns))
     if command == "audit":
-        return manage.audit(_workspace(ns), ns.session, ns.json)
+        return manage.audit(workspace(ns), ns.session, ns.json)
     if command == "config":
         if ns.action == "show":
-            return manage.config_show(_workspace(ns))
+            return manage.config_show(workspace(ns))
         if ns.action == "trust":
-            return manage.config_trust(_workspace(ns))
-        return manage.config_init(ns, ns.force)
+            return manage.config_trust(workspace(ns))
+        return manage.config_init(ns.project, ns.quiet, ns.force)
     raise UsageError(f"unknown command {command!r}")

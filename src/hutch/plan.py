@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from collections.abc import Mapping
 from typing import NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
+from hutch.digest import sha256
 from hutch.errors import UsageError
 from hutch.image.recipe import HOME
 
@@ -93,7 +93,7 @@ NO_MASKING = Masking()
 
 
 def project_key(project: str) -> str:
-    return hashlib.sha256(project.encode()).hexdigest()[:12]
+    return sha256(project.encode()).hexdigest()[:12]
 
 
 def passwd_entries(identity: Identity) -> tuple[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import NamedTuple
@@ -34,6 +33,8 @@ def capture(
     stdin_text: str | None = None,
 ) -> Result:
     """Run to completion and capture both streams. FileNotFoundError if argv[0] is missing."""
+    import subprocess
+
     try:
         completed = subprocess.run(
             list(argv),
@@ -57,6 +58,8 @@ def stream(
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Run with stdout and stderr merged, handing each line to on_line as it arrives."""
+    import subprocess
+
     with subprocess.Popen(
         list(argv),
         env=dict(env) if env is not None else None,
@@ -87,56 +90,107 @@ def foreground(
     Ctrl-C reaches hutch once and is forwarded once; with a terminal attached
     the child must stay in the foreground group to own the tty.
     Returns (exit status, first signal received or None). on_signal runs once,
-    after the child is gone, when a signal arrived (for cleanup).
+    after the child is gone or grace seconds after the first signal if it is
+    not, when a signal arrived (for cleanup). FileNotFoundError if argv[0] is
+    missing.
     """
-    proc = subprocess.Popen(
-        list(argv),
-        env=dict(env) if env is not None else None,
-        process_group=0 if own_group else None,
-    )
+    # posix_spawn rather than subprocess: this is the launch path, and the
+    # subprocess module (with selectors, threading) costs ~5 ms to import.
+    # The child gets default SIGPIPE/SIGXFSZ, which Python ignores for itself.
+    spawn_env = os.environ if env is None else env
+    defaults = (signal.SIGPIPE, signal.SIGXFSZ)
+    if own_group:
+        pid = os.posix_spawnp(argv[0], list(argv), spawn_env, setpgroup=0, setsigdef=defaults)
+    else:
+        pid = os.posix_spawnp(argv[0], list(argv), spawn_env, setsigdef=defaults)
     if on_started is not None:
         try:
             on_started()
         except BaseException:
             # Nothing may run without what on_started sets up (the egress proxy).
-            proc.kill()
-            proc.wait()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
             on_signal(signal.SIGKILL)
             raise
     received: list[int] = []
-    cleaned = False
-    status = 0
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         try:
-            proc.send_signal(signum)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
-        while True:
-            try:
-                status = proc.wait(timeout=grace if received else None)
-                break
-            except subprocess.TimeoutExpired:
-                # The engine client did not finish after the forwarded signal:
-                # clean up behind it, then stop waiting for it.
-                on_signal(received[0])
-                cleaned = True
-                proc.kill()
-                status = proc.wait()
-                break
+        status, cleaned = _wait(pid, received, grace, on_signal)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     first = received[0] if received else None
     if first is not None and not cleaned:
         on_signal(first)
-    if status < 0:
-        status = 128 - status
-    return status, first
+    code = os.waitstatus_to_exitcode(status)
+    return (128 - code if code < 0 else code), first
+
+
+def _wait(
+    pid: int, received: list[int], grace: float, on_signal: Callable[[int], None]
+) -> tuple[int, bool]:
+    """Wait for pid: (wait status, whether on_signal already ran).
+
+    Sleeps in poll() on a pidfd (readable when the child exits) and on the
+    signal wake-up pipe; once a signal was forwarded, the child has grace
+    seconds to finish before hutch cleans up behind it and kills it.
+    """
+    import select
+    import time
+
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except OSError:  # a kernel before 5.3: poll the child instead
+        pidfd = None
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    try:
+        previous_wake: int | None = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread, where no handler runs anyway
+        previous_wake = None
+    poller = select.poll()
+    poller.register(wake_r, select.POLLIN)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    deadline: float | None = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status, False
+            now = time.monotonic()
+            if received and deadline is None:
+                deadline = now + grace
+            if deadline is not None and now >= deadline:
+                # The engine client did not finish after the forwarded signal:
+                # clean up behind it, then stop waiting for it.
+                on_signal(received[0])
+                os.kill(pid, signal.SIGKILL)
+                return os.waitpid(pid, 0)[1], True
+            if pidfd is None:
+                timeout: float | None = 50.0
+            else:
+                timeout = None if deadline is None else (deadline - now) * 1000 + 1
+            poller.poll(timeout)
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+    finally:
+        if previous_wake is not None:
+            signal.set_wakeup_fd(previous_wake)
+        for fd in (wake_r, wake_w, pidfd):
+            if fd is not None:
+                os.close(fd)
 
 
 def fork_unprivileged(

@@ -8,6 +8,7 @@ import pwd
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -318,9 +319,22 @@ def make_runtime_dir(session: str) -> Path:
 
 
 def remove_runtime_dir(path: Path | str) -> None:
-    import shutil
+    """Remove what a session left there, best effort. Not shutil.rmtree: importing
+    shutil (with bz2, lzma, zlib) would cost each launch more than this walk."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            _remove(os.unlink, os.path.join(root, name))
+        for name in dirs:
+            entry = os.path.join(root, name)
+            _remove(os.unlink if os.path.islink(entry) else os.rmdir, entry)
+    _remove(os.rmdir, str(path))
 
-    shutil.rmtree(path, ignore_errors=True)
+
+def _remove(remove: Callable[[str], None], path: str) -> None:
+    try:
+        remove(path)
+    except OSError:
+        pass  # gone already, or not ours to remove: `hutch gc` sweeps what is left
 
 
 def write_env_file(runtime_dir: Path, plan: RunPlan) -> None:

@@ -10,13 +10,13 @@ change to the file asks again. The user's own config and flags need no trust.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from hutch.config.load import parse_file
 from hutch.config.schema import ConfigValue
+from hutch.digest import sha256
 from hutch.errors import ConfigError
 from hutch.paths import CONFIG_NAME, Dirs
 
@@ -63,12 +63,12 @@ def widening(values: Mapping[str, ConfigValue], project: Path) -> list[str]:
 
 
 def _record(dirs: Dirs, project: Path) -> Path:
-    key = hashlib.sha256(str(project).encode()).hexdigest()[:32]
+    key = sha256(str(project).encode()).hexdigest()[:32]
     return dirs.state / "trusted" / key
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256(path.read_bytes()).hexdigest()
 
 
 def check(dirs: Dirs, project: Path, origins: Mapping[str, str]) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import grp
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -319,15 +318,15 @@ agent = "claude"
 """
 
 
-def config_init(ns: argparse.Namespace, force: bool) -> int:
+def config_init(project_flag: Path | None, quiet: bool, force: bool) -> int:
     from hutch.paths import find_project_root
 
-    project = find_project_root(Path(os.getcwd()), getattr(ns, "project", None))
+    project = find_project_root(Path(os.getcwd()), project_flag)
     path = project / CONFIG_NAME
     if path.exists() and not force:
         raise HutchError(f"{path} exists; leaving it as it is", "pass --force to replace it")
     path.write_text(TEMPLATE)
-    if not getattr(ns, "quiet", False):
+    if not quiet:
         print(f"hutch: wrote {path}", file=sys.stderr)
     return 0
 
@@ -356,13 +355,11 @@ class _Checks:
         print(f"       {text}")
 
 
-def doctor(ns: argparse.Namespace) -> int:
-    from hutch.cli import _workspace
-
+def doctor(make_workspace: Callable[[], Workspace]) -> int:
     checks = _Checks()
     report = checks.report
     try:
-        ws = _workspace(ns)
+        ws = make_workspace()
     except ConfigError as err:
         report(False, f"config: {err.message}", err.hint or "fix the config file")
         return err.exit_code

@@ -6,11 +6,11 @@ recipe is reused without a build and a changed one gets a new tag.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
 from hutch.agents import AgentDef
+from hutch.digest import sha256
 
 RECIPE_FORMAT = "1"
 
@@ -153,10 +153,10 @@ def _quoted(items: tuple[str, ...]) -> str:
 
 
 def _digest(dockerfile: str, files: list[ContextFile]) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     h.update(f"hutch-recipe-{RECIPE_FORMAT}\0".encode())
     h.update(dockerfile.encode())
     for f in sorted(files, key=lambda item: item.path):
         h.update(f"\0{f.path}\0{f.mode:o}\0".encode())
-        h.update(hashlib.sha256(f.content).digest())
+        h.update(sha256(f.content).digest())
     return h.hexdigest()

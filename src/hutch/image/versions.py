@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -153,6 +152,8 @@ class Pins:
         data[agent] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unique per process and thread: the background check writes from a thread.
+        import threading
+
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         tmp.replace(self.path)

@@ -10,13 +10,14 @@ protection is seen instead of trusted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeVar
+
+from hutch.digest import sha256
 
 PROTECTED_PATHS: tuple[str, ...] = (
     # Git runs these on the host: hooks on commit/checkout/merge, and config
@@ -473,7 +474,10 @@ def _sha256(path: str) -> str | None:
         # still stand in for the contents.
         return None
     with os.fdopen(fd, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        h = sha256()
+        while chunk := f.read(1 << 16):
+            h.update(chunk)
+        return h.hexdigest()
 
 
 # --------------------------------------------------------------------------
