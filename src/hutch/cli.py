@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hutch import __version__
 from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
+from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import argparse

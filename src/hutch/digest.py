@@ -7,7 +7,7 @@ its own (`_sha256` up to 3.11, `_sha2` from 3.12). Same algorithm, same digests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's, without importing typing (see hutch.records)
 
 if TYPE_CHECKING:
     from hashlib import sha256

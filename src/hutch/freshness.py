@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from hutch.agents import AgentDef
 from hutch.image.versions import Pin, Pins
+from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import threading

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.plan import Masking
+from hutch.records import NamedTuple
 from hutch.secrets.scan import scan
 from hutch.secrets.surface import Change, Snapshot, diff, protected_present, snapshot
 

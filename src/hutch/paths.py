@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.errors import UsageError
+from hutch.records import NamedTuple
 
 CONFIG_NAME = "hutch.toml"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
 from hutch.digest import sha256
 from hutch.errors import UsageError
 from hutch.image.recipe import HOME
+from hutch.records import NamedTuple
 
 PROXY_PORT = 3128
 RUNTIME_DIR = "/run/hutch"

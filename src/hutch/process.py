@@ -6,7 +6,8 @@ import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import NamedTuple
+
+from hutch.records import NamedTuple
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

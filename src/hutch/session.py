@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -30,6 +29,7 @@ from hutch.plan import (
     project_key,
     sandbox_user_name,
 )
+from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from hutch.egress.session import SessionEgress

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from hutch.config.schema import ConfigValue
 from hutch.errors import ConfigError, UsageError
+from hutch.records import NamedTuple
 
 
 class AgentDef(NamedTuple):
@@ -141,11 +141,11 @@ BUILTIN: dict[str, AgentDef] = {
 }
 
 # Custom agents end up in a RUN line and in registry URLs: keep them to plain names.
-_NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*$")
-_PIP_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._\-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._\-]+\])?$")
-_COMMAND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_\-]*$")
-_NODE_MAJOR = re.compile(r"^[1-9][0-9]*$")
+_NPM_NAME = r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*$"
+_PIP_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._\-]*[A-Za-z0-9])?(\[[A-Za-z0-9,._\-]+\])?$"
+_COMMAND = r"^[A-Za-z0-9][A-Za-z0-9._+\-]*$"
+_VERSION = r"^[A-Za-z0-9][A-Za-z0-9.+_\-]*$"
+_NODE_MAJOR = r"^[1-9][0-9]*$"
 
 
 def registry_name(agent: AgentDef) -> str:
@@ -177,18 +177,18 @@ def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
     version = _text(table, "version")
     assert install in ("npm", "pip") and package is not None and command is not None
     pattern = _NPM_NAME if install == "npm" else _PIP_NAME
-    if not pattern.match(package):
+    if not re.match(pattern, package):
         example = '"cowsay" or "@scope/tool"' if install == "npm" else '"aider-chat"'
         raise _invalid(
             name, "package", f"{package!r} is not an {install} package name",
             f"give the bare name, e.g. {example}; put a version in `version`",
         )  # fmt: skip
-    if not _COMMAND.match(command):
+    if not re.match(_COMMAND, command):
         raise _invalid(
             name, "command", f"{command!r} is not a command name",
             "name the program the package installs, e.g. \"cowsay\"; arguments go in `args`",
         )  # fmt: skip
-    if version is not None and not _VERSION.match(version):
+    if version is not None and not re.match(_VERSION, version):
         raise _invalid(
             name, "version", f"{version!r} is not a version", 'an exact release, e.g. "1.6.0"'
         )
@@ -212,7 +212,7 @@ def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
                     name, "allow", str(err), 'write HOST[:PORT] or *.DOMAIN[:PORT], e.g. "api.example.com"'
                 ) from err
     node = _text(table, "node")
-    if node is not None and (install != "npm" or not _NODE_MAJOR.match(node)):
+    if node is not None and (install != "npm" or not re.match(_NODE_MAJOR, node)):
         raise _invalid(
             name, "node", f"{node!r} is not a Node.js major version for an npm agent",
             'e.g. node = "24", for npm agents that need a newer Node.js than the base has',

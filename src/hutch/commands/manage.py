@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hutch import session
 from hutch.agents import AgentDef, all_agents
@@ -16,6 +15,7 @@ from hutch.engines import on_path
 from hutch.errors import EXIT_ENGINE, ConfigError, HutchError, UsageError
 from hutch.image.versions import LookupFailed, latest_version
 from hutch.paths import CONFIG_NAME
+from hutch.records import TYPE_CHECKING
 from hutch.session import Workspace
 
 if TYPE_CHECKING:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import session
 from hutch.plan import build_run_plan
+from hutch.records import TYPE_CHECKING, NamedTuple
 from hutch.session import Workspace
 
 if TYPE_CHECKING:

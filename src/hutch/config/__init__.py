@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.config.load import Layer, Merged, merge, parse_file
 from hutch.config.schema import ConfigValue
 from hutch.paths import CONFIG_NAME, Dirs
+from hutch.records import NamedTuple
 
 
 class Settings(NamedTuple):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
+from hutch.records import NamedTuple
 
 SUPPORTED_VERSION = 1
 

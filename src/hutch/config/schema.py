@@ -9,23 +9,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import NamedTuple
 
 from hutch.errors import ConfigError
+from hutch.records import NamedTuple
 
 ConfigValue = str | int | float | bool | tuple[str, ...]
 Validator = Callable[[object, str], ConfigValue]
 
-_SIZE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
-_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]*(=[A-Za-z0-9.+~:\-]+)?$")
+# Patterns stay strings, compiled (and cached by re) on first use: most runs
+# validate none of these, and compiling them all costs each start ~1 ms.
+_SIZE = r"(?i)^[1-9][0-9]*(\.[0-9]+)?[bkmg]?$"
+_DEB_PACKAGE = r"^[a-z0-9][a-z0-9+.\-]*(=[A-Za-z0-9.+~:\-]+)?$"
 # npm names (optionally scoped) with an optional @version; pip requirement names
 # with an optional simple version specifier. Kept strict: they end up in a RUN line.
-_NPM_PACKAGE = re.compile(r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*(@[A-Za-z0-9.^~<>=*\-]+)?$")
-_PIP_PACKAGE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._\-]*(\[[A-Za-z0-9,._\-]+\])?([<>=!~]=?[A-Za-z0-9.*+\-]+)?$"
-)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@\-]*$")
+_NPM_PACKAGE = r"^(@[a-z0-9][a-z0-9._\-]*/)?[a-z0-9][a-z0-9._\-]*(@[A-Za-z0-9.^~<>=*\-]+)?$"
+_PIP_PACKAGE = r"^[A-Za-z0-9][A-Za-z0-9._\-]*(\[[A-Za-z0-9,._\-]+\])?([<>=!~]=?[A-Za-z0-9.*+\-]+)?$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_IMAGE_REF = r"^[a-z0-9][a-z0-9._/:@\-]*$"
 
 NETWORK_MODES = ("allowlist", "open", "none")
 CACHE_KINDS = ("npm", "pip")
@@ -66,7 +66,7 @@ def choice(*options: str) -> Validator:
     return check
 
 
-def string_list(pattern: re.Pattern[str] | None = None, what: str = "entry") -> Validator:
+def string_list(pattern: str | None = None, what: str = "entry") -> Validator:
     def check(value: object, where: str) -> tuple[str, ...]:
         if not isinstance(value, list):
             raise _want(value, where, "an array of strings")
@@ -74,7 +74,7 @@ def string_list(pattern: re.Pattern[str] | None = None, what: str = "entry") -> 
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise _want(item, f"{where}[{index}]", "a string")
-            if pattern is not None and not pattern.match(item):
+            if pattern is not None and not re.match(pattern, item):
                 raise ConfigError(f"{where}[{index}]: {item!r} is not a valid {what}")
             items.append(item)
         return tuple(items)
@@ -102,14 +102,14 @@ def cpus(value: object, where: str) -> float:
 
 def size(value: object, where: str) -> str:
     text = string(value, where)
-    if not _SIZE.match(text):
+    if not re.match(_SIZE, text):
         raise ConfigError(f'{where} must be a size like "512m" or "4g", got {text!r}')
     return text.lower()
 
 
 def image_ref(value: object, where: str) -> str:
     text = string(value, where)
-    if not _IMAGE_REF.match(text):
+    if not re.match(_IMAGE_REF, text):
         raise ConfigError(f"{where}: {text!r} is not an image reference")
     return text
 
@@ -132,7 +132,7 @@ def env_entries(value: object, where: str) -> tuple[str, ...]:
     assert isinstance(entries, tuple)
     for entry in entries:
         name = entry.split("=", 1)[0]
-        if not _ENV_NAME.match(name):
+        if not re.match(_ENV_NAME, name):
             raise ConfigError(f"{where}: {entry.split('=', 1)[0]!r} is not a variable name")
     return entries
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hutch.agents import AgentDef
 from hutch.errors import ConfigError, SetupFailed
+from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hutch.egress.policy import Policy

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple
 
 from hutch.engines.base import Engine
 from hutch.errors import EngineUnavailable, UsageError
+from hutch.records import NamedTuple
 
 ENGINES = ("docker", "podman")
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -94,18 +94,22 @@ def _docker_problem() -> str:
     if not host and (os.environ.get("DOCKER_CONTEXT") or _docker_context()):
         return ""
     path = host[len("unix://") :] if host else DOCKER_SOCKET
-    import socket
+    # _socket, the C module under socket: the socket module adds enums and
+    # selectors (~4 ms to import) that one connect on every launch does not need.
+    import _socket
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         sock.settimeout(2)
-        try:
-            sock.connect(path)
-        except FileNotFoundError:
-            return f"the Docker daemon is not running (no {path})"
-        except PermissionError:
-            return f"you may not use the Docker socket {path}"
-        except OSError as err:
-            return f"the Docker daemon does not answer on {path} ({err.strerror or err})"
+        sock.connect(path)
+    except FileNotFoundError:
+        return f"the Docker daemon is not running (no {path})"
+    except PermissionError:
+        return f"you may not use the Docker socket {path}"
+    except OSError as err:
+        return f"the Docker daemon does not answer on {path} ({err.strerror or err})"
+    finally:
+        sock.close()
     return ""
 
 

@@ -6,11 +6,11 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 from hutch import process
 from hutch.errors import EngineUnavailable
 from hutch.plan import Mount, RunPlan
+from hutch.records import NamedTuple
 
 MANAGED = "io.hutch.managed=true"
 

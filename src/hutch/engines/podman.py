@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import resource
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from hutch import process
 from hutch.engines.base import BuildCommand, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, SetupFailed
 from hutch.plan import Mount, RunPlan
+from hutch.records import NamedTuple
 
 UNLIMITED = resource.RLIM_INFINITY
 

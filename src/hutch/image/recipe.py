@@ -7,10 +7,10 @@ recipe is reused without a build and a changed one gets a new tag.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.digest import sha256
+from hutch.records import NamedTuple
 
 RECIPE_FORMAT = "1"
 

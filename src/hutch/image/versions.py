@@ -12,9 +12,9 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from hutch.agents import AgentDef, registry_name
+from hutch.records import NamedTuple
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 PYPI_INDEX = "https://pypi.org/pypi"

@@ -22,7 +22,8 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+
+from hutch.records import NamedTuple
 
 DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     # dotenv files and their per-environment variants

@@ -15,9 +15,9 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple, TypeVar
 
 from hutch.digest import sha256
+from hutch.records import TYPE_CHECKING, NamedTuple
 
 PROTECTED_PATHS: tuple[str, ...] = (
     # Git runs these on the host: hooks on commit/checkout/merge, and config
@@ -51,8 +51,13 @@ PROTECTED_PATHS: tuple[str, ...] = (
     "hutch.toml",
 )
 
-SurfaceKind = Literal["hook", "autorun"]
-ChangeKind = Literal["hook", "autorun", "setuid", "foreign-owner", "link-outside", "executable"]
+if TYPE_CHECKING:
+    from typing import Literal, TypeVar
+
+    SurfaceKind = Literal["hook", "autorun"]
+    ChangeKind = Literal["hook", "autorun", "setuid", "foreign-owner", "link-outside", "executable"]
+    EntryType = Literal["file", "dir", "link", "other"]
+    _T = TypeVar("_T")
 
 # Most dangerous first; format_changes sorts by this.
 _RANK: dict[str, int] = {
@@ -72,8 +77,6 @@ _EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 _FORMAT = "hutch-surface-snapshot"
 _VERSION = 1
 
-EntryType = Literal["file", "dir", "link", "other"]
-_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------

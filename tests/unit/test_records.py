@@ -1,0 +1,69 @@
+"""hutch.records.NamedTuple must build what typing.NamedTuple builds."""
+
+from __future__ import annotations
+
+import pickle
+import typing
+
+import pytest
+
+from hutch import records
+
+
+def _define(base: type) -> type:
+    class Point(base):  # the base is chosen at run time
+        """A point."""
+
+        x: int
+        y: int = 0
+        label: str = "p"
+
+        @property
+        def norm1(self) -> int:
+            return abs(self.x) + abs(self.y)
+
+        def moved(self, dx: int) -> Point:
+            return self._replace(x=self.x + dx)
+
+    return Point
+
+
+OURS = _define(records.NamedTuple)
+THEIRS = _define(typing.NamedTuple)  # the reference
+
+
+def test_same_fields_defaults_and_behaviour() -> None:
+    assert OURS._fields == THEIRS._fields == ("x", "y", "label")
+    assert OURS._field_defaults == THEIRS._field_defaults
+    ours, theirs = OURS(3, -4), THEIRS(3, -4)
+    assert tuple(ours) == tuple(theirs) == (3, -4, "p")
+    assert repr(ours) == repr(theirs)
+    assert ours.norm1 == theirs.norm1 == 7
+    assert tuple(ours.moved(1)) == (4, -4, "p")
+    assert ours == (3, -4, "p") and hash(ours) == hash(theirs)
+    assert OURS.__doc__ == "A point."
+    assert OURS.__module__ == THEIRS.__module__ == __name__
+    assert list(OURS.__annotations__) == list(THEIRS.__annotations__)
+    assert isinstance(ours, tuple) and not isinstance(ours, records.NamedTuple)
+
+
+def test_immutable_and_picklable() -> None:
+    point = OURS(1, 2)
+    with pytest.raises(AttributeError):
+        point.x = 5
+    # Pickling finds the class by module and qualified name, as for typing's.
+    global _Pickled
+    _Pickled = OURS
+    _Pickled.__qualname__ = "_Pickled"
+    assert pickle.loads(pickle.dumps(point)) == point
+
+
+_Pickled: type = OURS
+
+
+def test_field_without_default_after_one_with_is_refused() -> None:
+    with pytest.raises(TypeError, match="without a default"):
+
+        class Bad(records.NamedTuple):
+            a: int = 1
+            b: int
