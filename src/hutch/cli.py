@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from hutch import __version__
 from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
@@ -20,6 +18,8 @@ from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
+    from pathlib import Path
 
     from hutch.config.load import Layer
     from hutch.session import Workspace
@@ -132,6 +132,8 @@ def _convert(kind: str | tuple[str, ...], text: str) -> object:
     if kind == "float":
         return float(text)
     if kind == "path":
+        from pathlib import Path
+
         return Path(text)
     return text
 
@@ -219,6 +221,8 @@ def _add_options(
         elif isinstance(kind, tuple):
             parser.add_argument(*flags, choices=kind, default=default, help=help_text)
         else:
+            from pathlib import Path
+
             kinds: dict[str, type] = {"int": int, "float": float, "path": Path, "str": str}
             parser.add_argument(*flags, type=kinds[kind], default=default, metavar=metavar,
                                 help=help_text)  # fmt: skip
@@ -298,11 +302,14 @@ def parse(args: Sequence[str]) -> Args:
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
+    if raw == ["--version"]:  # argparse would print the same, ~35 ms later
+        print(f"hutch {__version__}")
+        return 0
     args, tail = split_argv(raw)
     ns = parse(args)
     debug = bool(getattr(ns, "debug", False))
     try:
-        return dispatch(ns, tail)
+        return dispatch(ns, args, tail)
     except HutchError as err:
         print(f"hutch: {err}", file=sys.stderr)
         if debug:
@@ -343,6 +350,8 @@ def _flag_layer(ns: Args) -> Layer:
 
 
 def workspace(ns: Args) -> Workspace:
+    from pathlib import Path
+
     from hutch.config import load_settings
     from hutch.engines import choose
     from hutch.paths import Dirs, find_project_root
@@ -356,7 +365,7 @@ def workspace(ns: Args) -> Workspace:
     return Workspace(dirs, project, cwd, settings, engine, quiet=bool(ns.quiet))
 
 
-def dispatch(ns: Args, tail: tuple[str, ...]) -> int:
+def dispatch(ns: Args, args: list[str], tail: tuple[str, ...]) -> int:
     command = ns.command
     if command in ("run", "exec", "shell"):
         from hutch.commands.run import RunRequest, execute
@@ -376,10 +385,20 @@ def dispatch(ns: Args, tail: tuple[str, ...]) -> int:
         return execute(workspace(ns), request)
     if tail:
         raise UsageError(f"`hutch {command}` takes no arguments after --")
+    if command == "build":
+        from hutch import stamp
+
+        stamp_file = stamp.stamp_path(args, os.getcwd())
+        if not ns.no_cache and (answer := stamp.check(stamp_file)) is not None:
+            message, tag = answer
+            if message:
+                print(f"hutch: {message}", file=sys.stderr)
+            print(tag)
+            return 0
     from hutch.commands import manage
 
     if command == "build":
-        return manage.build(workspace(ns), ns.agent, ns.no_cache)
+        return manage.build(workspace(ns), ns.agent, ns.no_cache, stamp_file, ns.project is not None)
     if command == "update":
         return manage.update(workspace(ns), ns.agent, ns.all)
     if command == "agents":

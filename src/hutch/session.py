@@ -19,7 +19,7 @@ from hutch.engines.base import Engine, host_name
 from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
-from hutch.paths import Dirs
+from hutch.paths import CONFIG_NAME, Dirs
 from hutch.plan import (
     HostFacts,
     Identity,
@@ -64,21 +64,21 @@ class Workspace(NamedTuple):
 # -- images ---------------------------------------------------------------------
 
 
-def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
+def _ca_paths(ws: Workspace) -> list[Path]:
     setting = ws.settings.ca_certificates
     if setting == "none":
-        return ()
+        return []
     if setting == "host":
         if not HOST_CA_DIR.is_dir():
-            return ()
-        paths = sorted(p for p in HOST_CA_DIR.rglob("*.crt") if p.is_file())
-    else:
-        assert isinstance(setting, tuple)
-        paths = [
-            Path(os.path.expanduser(p)) if p.startswith("~") else ws.project / p for p in setting
-        ]
+            return []
+        return sorted(p for p in HOST_CA_DIR.rglob("*.crt") if p.is_file())
+    assert isinstance(setting, tuple)
+    return [Path(os.path.expanduser(p)) if p.startswith("~") else ws.project / p for p in setting]
+
+
+def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
     found: list[tuple[str, bytes]] = []
-    for path in paths:
+    for path in _ca_paths(ws):
         try:
             content = path.read_bytes()
         except OSError as err:
@@ -110,6 +110,26 @@ def agent_version(ws: Workspace, agent: AgentDef, refresh: bool = False) -> str:
         return "latest"
     ws.pins.set(agent.name, version)
     return version
+
+
+def recipe_inputs(ws: Workspace, project_from_flag: bool) -> list[tuple[str, str]]:
+    """Every path whose state decides this workspace's recipe tag, for hutch.stamp:
+    (path, "file") when its content counts, (path, "exists") when its presence does."""
+    from hutch.engines import docker_config_file
+
+    watched = [(str(ws.dirs.user_config), "file"), (str(ws.project / CONFIG_NAME), "file"),
+               (str(ws.dirs.state / "versions.json"), "file"), (docker_config_file(), "file")]  # fmt: skip
+    if not project_from_flag:  # the project-root search (hutch.paths.find_project_root)
+        here = Path(os.path.realpath(ws.cwd))
+        for directory in (here, *here.parents):
+            watched += [(str(directory / CONFIG_NAME), "file"), (str(directory / ".git"), "exists")]
+    if ws.settings.ca_certificates == "host":  # a certificate added or removed changes a directory
+        watched += [(root, "file") for root, _, _ in os.walk(HOST_CA_DIR)]
+    watched += [(str(path), "file") for path in _ca_paths(ws)]
+    code = Path(__file__).parent
+    for name in ("image/recipe.py", "image/entrypoint.sh", "agents/__init__.py", "config/schema.py"):
+        watched.append((str(code / name), "file"))
+    return watched
 
 
 def recipe_for(ws: Workspace, agent: AgentDef, refresh: bool = False) -> Recipe:

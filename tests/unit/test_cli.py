@@ -116,3 +116,12 @@ def test_scanner_leaves_the_unusual_to_argparse(args: list[str]) -> None:
     expected = _argparse_values(args)
     if expected is not None:  # argparse accepts it: parse() must give argparse's reading
         assert vars(parse(args)) == expected
+
+
+def test_version_alone_and_among_flags_print_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    quick = capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["-q", "--version"])  # argparse's reading
+    assert info.value.code == 0
+    assert capsys.readouterr().out == quick and quick.startswith("hutch ")

@@ -22,13 +22,25 @@ if TYPE_CHECKING:
     from hutch.engines.podman import Podman
 
 
-def build(ws: Workspace, agent_name: str | None, no_cache: bool) -> int:
+def build(
+    ws: Workspace, agent_name: str | None, no_cache: bool, stamp_file: str, project_from_flag: bool
+) -> int:
     agent = ws.agent(agent_name)
     recipe = session.recipe_for(ws, agent)
     built = session.ensure_image(ws, recipe, no_cache=no_cache)
+    up_to_date = f"{recipe.tag} is up to date ({agent.name} {recipe.agent_version})"
     if not built:
-        ws.say(f"{recipe.tag} is up to date ({agent.name} {recipe.agent_version})")
+        ws.say(up_to_date)
     print(recipe.tag)
+    if ws.engine.name == "docker":
+        from hutch import stamp
+        from hutch.engines import docker_socket
+
+        socket = docker_socket()
+        if socket is not None:
+            message = "" if ws.quiet else up_to_date
+            inputs = session.recipe_inputs(ws, project_from_flag)
+            stamp.write(stamp_file, socket, recipe.tag, message, inputs)
     return 0
 
 

@@ -86,14 +86,26 @@ def detect() -> tuple[str, str]:
     )
 
 
+def docker_socket() -> str | None:
+    """The Docker daemon's Unix socket; None when Docker is configured to be
+    reached otherwise (tcp:// or ssh:// in DOCKER_HOST, or a context)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host:
+        return host[len("unix://") :] if host.startswith("unix://") else None
+    if os.environ.get("DOCKER_CONTEXT") or _docker_context():
+        return None
+    return DOCKER_SOCKET
+
+
+def docker_config_file() -> str:
+    return os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+
+
 def _docker_problem() -> str:
     """Why Docker looks unusable, or "" when its daemon accepts a connection."""
-    host = os.environ.get("DOCKER_HOST", "")
-    if host and not host.startswith("unix://"):
-        return ""  # tcp:// or ssh://: configured on purpose; probing would cost a round trip
-    if not host and (os.environ.get("DOCKER_CONTEXT") or _docker_context()):
-        return ""
-    path = host[len("unix://") :] if host else DOCKER_SOCKET
+    path = docker_socket()
+    if path is None:
+        return ""  # configured on purpose; probing would cost a round trip
     # _socket, the C module under socket: the socket module adds enums and
     # selectors (~4 ms to import) that one connect on every launch does not need.
     import _socket
@@ -115,11 +127,8 @@ def _docker_problem() -> str:
 
 def _docker_context() -> str:
     """A non-default `docker context use` choice: Docker then is configured on purpose."""
-    config = os.path.join(
-        os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
-    )
     try:
-        with open(config, encoding="utf-8") as handle:
+        with open(docker_config_file(), encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return ""
