@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def bare_argv(hutch_env: dict[str, str], project: Path, network: str, socket_dir
     """The engine command hutch would run, minus hutch: same image, mounts and flags.
 
     In allowlist mode the dry run names a proxy socket directory that it then
-    removes; the bare run mounts socket_dir there instead (nothing listens in it).
+    removes; the bare run mounts socket_dir there instead (see measure).
     """
     out = subprocess.run(
         [HUTCH, "exec", "--network", network, "--dry-run", "--", "true"],
@@ -114,7 +115,13 @@ def measure(runs: int, networks: tuple[str, ...] = ("open",)) -> Launch:
         project = root / "project"
         project.mkdir()
         socket_dir = root / "sock"
-        socket_dir.mkdir()
+        (socket_dir / "egress").mkdir(parents=True)
+        # The bare allowlist run's entrypoint waits for a proxy socket to
+        # exist: one that listens (and answers nothing) stands in for hutch's.
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(socket_dir / "egress" / "egress.sock"))
+        listener.listen()
+        (socket_dir / "egress" / "egress.sock").chmod(0o666)
         env = isolated_env(root)
         image = subprocess.run(
             [HUTCH, "-q", "build"], env=env, cwd=project, check=True, text=True,
@@ -126,7 +133,10 @@ def measure(runs: int, networks: tuple[str, ...] = ("open",)) -> Launch:
             commands[f"hutch {network}"] = [HUTCH, "-q", "exec", "--network", network, "--", "true"]
             bare[network] = bare_argv(env, project, network, socket_dir)
             commands[f"bare {network}"] = bare[network]
-        samples = interleaved(commands, runs, env | {"PWD": str(project)}, project)
+        try:
+            samples = interleaved(commands, runs, env | {"PWD": str(project)}, project)
+        finally:
+            listener.close()
     return Launch(image, runs, samples, bare)
 
 

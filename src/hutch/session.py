@@ -151,12 +151,16 @@ def _marker(ws: Workspace, recipe: Recipe) -> Path:
 
 
 def ensure_image(
-    ws: Workspace, recipe: Recipe, force: bool = False, no_cache: bool = False
+    ws: Workspace, recipe: Recipe, force: bool = False, no_cache: bool = False, ask: bool = False
 ) -> bool:
-    """Make sure recipe.tag exists; returns True when a build ran."""
+    """Make sure recipe.tag exists; returns True when a build ran.
+
+    A launch trusts the marker of an earlier build (a launch that finds the
+    image gone rebuilds, see launch); with ask, the engine is asked every time.
+    """
     marker = _marker(ws, recipe)
     if not force and not no_cache:
-        if marker.exists():
+        if marker.exists() and not ask:
             return False
         if ws.engine.image_id(recipe.tag):
             _touch(marker)

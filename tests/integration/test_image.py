@@ -39,6 +39,35 @@ def test_unchanged_recipe_is_not_rebuilt(hutch: Hutch, project: Path, built: Bui
     assert image_id(built.tag) == before
 
 
+def test_build_answered_from_its_stamp_still_notices_a_removed_image(
+    hutch: Hutch, project: Path, built: Built
+) -> None:
+    """The second `hutch build` is answered from the stamp; once the tag is
+    gone from the engine, the stamp must not answer and the build restores it."""
+    for _ in range(2):
+        result = hutch.run("build", cwd=project)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == built.tag and "up to date" in result.stderr
+    stamps = list((hutch.state / "hutch" / "stamps").iterdir())
+    assert len(stamps) == 1
+    written = stamps[0].stat().st_mtime_ns
+    keep = f"hutch-it-keep:{built.tag.split(':')[1]}"
+    assert docker("tag", built.tag, keep).returncode == 0  # rmi then only drops the name
+    try:
+        assert docker("rmi", built.tag).returncode == 0
+        assert image_id(built.tag) is None
+        result = hutch.run("build", cwd=project, timeout=BUILD_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == built.tag
+        assert "up to date" not in result.stderr
+        assert image_id(built.tag) == image_id(keep), "rebuilt from the cache, same image"
+        assert stamps[0].stat().st_mtime_ns != written, "the full path wrote a fresh stamp"
+    finally:
+        if image_id(built.tag) is None:
+            docker("tag", keep, built.tag)
+        docker("rmi", keep)
+
+
 def dry_run_tag(hutch: Hutch, project: Path) -> str:
     result = hutch.run("exec", "--dry-run", "--", "true", cwd=project)
     assert result.returncode == 0, result.stderr

@@ -27,7 +27,7 @@ def build(
 ) -> int:
     agent = ws.agent(agent_name)
     recipe = session.recipe_for(ws, agent)
-    built = session.ensure_image(ws, recipe, no_cache=no_cache)
+    built = session.ensure_image(ws, recipe, no_cache=no_cache, ask=True)
     up_to_date = f"{recipe.tag} is up to date ({agent.name} {recipe.agent_version})"
     if not built:
         ws.say(up_to_date)

@@ -408,3 +408,15 @@ def test_user_masks_agree_with_fnmatchcase(file_names: set[str], masks: list[str
         assert result.files == ()
     else:
         assert result.files == tuple(expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab.*?[]/", min_size=1, max_size=6), max_size=5),
+    st.text(alphabet="ab./", max_size=8),
+)
+def test_pattern_sets_match_as_fnmatchcase(patterns: list[str], text: str) -> None:
+    from hutch.secrets.scan import _Globs
+
+    expected = any(fnmatch.fnmatchcase(text, p) for p in patterns)
+    assert _Globs(patterns).match(text) == expected, (patterns, text)
