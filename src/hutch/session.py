@@ -342,9 +342,10 @@ def make_runtime_dir(session: str) -> Path:
     return path
 
 
-def remove_runtime_dir(path: Path | str) -> None:
-    """Remove what a session left there, best effort. Not shutil.rmtree: importing
-    shutil (with bz2, lzma, zlib) would cost each launch more than this walk."""
+def remove_tree(path: Path | str) -> None:
+    """Remove a directory tree of hutch's own, best effort, following no link.
+    Not shutil.rmtree: importing shutil (with bz2, lzma, zlib) would cost each
+    launch more than this walk."""
     for root, dirs, files in os.walk(path, topdown=False):
         for name in files:
             _remove(os.unlink, os.path.join(root, name))
@@ -381,7 +382,7 @@ def sweep_runtime_dirs(ws: Workspace) -> list[str]:
     for entry in os.scandir(base):
         if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
             if entry.name[len(prefix) :] not in live:
-                remove_runtime_dir(entry.path)
+                remove_tree(entry.path)
                 removed.append(entry.path)
     return removed
 
@@ -438,7 +439,7 @@ def reap_stale(ws: Workspace) -> list[str]:
     for path, data in stale:
         runtime = data.get("runtime_dir")
         if isinstance(runtime, str) and Path(runtime).name.startswith(f"hutch-{os.getuid()}-"):
-            remove_runtime_dir(runtime)
+            remove_tree(runtime)
         path.unlink(missing_ok=True)
     return names
 

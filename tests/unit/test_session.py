@@ -4,7 +4,7 @@ import os
 import socket
 from pathlib import Path
 
-from hutch.session import remove_runtime_dir
+from hutch.session import remove_tree
 
 
 def test_runtime_dir_removal_takes_everything_and_follows_no_link(tmp_path: Path) -> None:
@@ -21,11 +21,11 @@ def test_runtime_dir_removal_takes_everything_and_follows_no_link(tmp_path: Path
         sock.bind(str(runtime / "egress" / "egress.sock"))
     os.chmod(runtime / "egress", 0o700)
 
-    remove_runtime_dir(runtime)
+    remove_tree(runtime)
 
     assert not runtime.exists() and not runtime.is_symlink()
     assert (outside / "keep").read_text() == "mine"
 
 
 def test_runtime_dir_removal_of_a_missing_dir_is_quiet(tmp_path: Path) -> None:
-    remove_runtime_dir(tmp_path / "never-made")
+    remove_tree(tmp_path / "never-made")

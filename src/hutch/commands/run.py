@@ -97,7 +97,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         status = session.launch(ws, plan, recipe, runtime, egress)
     finally:
         denied = egress.finish() if egress is not None else 0
-        session.remove_runtime_dir(runtime)
+        session.remove_tree(runtime)
         if launched:
             _report(ws, agent.name, session_id, uid, checks, status, denied)
     return status
