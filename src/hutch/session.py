@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -322,6 +321,8 @@ def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
 
 
 def format_argv(argv: list[str]) -> str:
+    import shlex
+
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -364,6 +365,8 @@ def _remove(remove: Callable[[str], None], path: str) -> None:
 
 def write_env_file(runtime_dir: Path, plan: RunPlan) -> None:
     """Named values, shell-quoted, for the entrypoint to read (not argv, not metadata)."""
+    import shlex
+
     lines = [f"{v.name}={shlex.quote(v.value)}" for v in plan.env if v.secret]
     if not lines:
         return
@@ -453,20 +456,25 @@ def launch(
 ) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
     engine = ws.engine
-    reap_stale(ws)
-    record = record_session(ws, plan, str(runtime_dir) if runtime_dir else None)
     own_group = not plan.tty
     env = engine.client_env(plan, os.environ)
     cleaned: list[bool] = []
+    records: list[Path] = []
 
     def cleanup(_signum: int) -> None:
         if not cleaned:
             cleaned.append(True)
             engine.remove([plan.name])
 
-    # The proxy starts while the engine creates the container: the relay inside
-    # connects to its socket only when the first connection is made.
-    started = egress.start if egress is not None else None
+    def started() -> None:
+        # This runs while the engine creates the container, off the launch's
+        # critical path. The proxy first: the entrypoint waits for its socket.
+        if egress is not None:
+            egress.start()
+        if not records:
+            reap_stale(ws)
+            records.append(record_session(ws, plan, str(runtime_dir) if runtime_dir else None))
+
     try:
         status, signum = process.foreground(
             engine.run_argv(plan), env, own_group, cleanup, on_started=started
@@ -485,5 +493,6 @@ def launch(
             f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
         ) from err
     finally:
-        record.unlink(missing_ok=True)
+        for record in records:
+            record.unlink(missing_ok=True)
     return status
