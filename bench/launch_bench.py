@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +43,26 @@ def isolated_env(root: Path) -> dict[str, str]:
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = RUN_TIMEOUT) -> float:
+    """Wall time of one successful run.
+
+    Not subprocess.run(timeout=...): with a timeout its wait polls with sleeps
+    that double up to 50 ms, which rounds every sample up to the next poll
+    (31, 63, 113, ... ms) and makes ratios of such samples meaningless. A
+    blocking wait returns when the child does; a timer kills a hung one.
+    """
     start = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=cwd, check=True, timeout=timeout,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - start
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        status = proc.wait()
+    finally:
+        watchdog.cancel()
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise subprocess.CalledProcessError(status, argv)
+    return elapsed
 
 
 def bare_argv(hutch_env: dict[str, str], project: Path, network: str, socket_dir: Path) -> list[str]:
