@@ -377,7 +377,7 @@ def _install_hutch() -> Path:
         script = tmp / "bin" / "hutch"
         # The venv's python is a link to /usr/bin/python3, so it works from its final name.
         script.write_text(
-            f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom hutch.cli import main\nsys.exit(main())\n"
+            f"#!{venv / 'bin' / 'python'}\nfrom hutch.cli import entry\nentry()\n"
         )
         script.chmod(0o755)
         for dirpath, _dirnames, filenames in os.walk(tmp):

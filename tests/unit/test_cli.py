@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from hutch.cli import main, split_argv
@@ -125,3 +129,40 @@ def test_version_alone_and_among_flags_print_the_same(capsys: pytest.CaptureFixt
         main(["-q", "--version"])  # argparse's reading
     assert info.value.code == 0
     assert capsys.readouterr().out == quick and quick.startswith("hutch ")
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+
+
+def test_quick_exit_runs_atexit_flushes_and_keeps_the_status(tmp_path: Path) -> None:
+    marker = tmp_path / "atexit-ran"
+    done = _run_python(
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "from hutch.cli import _quick_exit\n"
+        "_quick_exit(7)\n"
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert marker.exists()
+
+
+def test_quick_exit_waits_for_a_running_non_daemon_thread(tmp_path: Path) -> None:
+    marker = tmp_path / "thread-finished"
+    done = _run_python(
+        "import threading, time\n"
+        f"def work():\n    time.sleep(0.3)\n    open({str(marker)!r}, 'w').close()\n"
+        "threading.Thread(target=work).start()\n"
+        "from hutch.cli import _quick_exit\n"
+        "_quick_exit(3)\n"
+    )
+    assert done.returncode == 3, done.stderr
+    assert marker.exists()
+
+
+def test_console_script_entry_prints_version() -> None:
+    done = _run_python("import sys; sys.argv[1:] = ['--version']; from hutch.cli import entry; entry()")
+    assert done.returncode == 0 and done.stdout.startswith("hutch "), done.stderr
