@@ -1,0 +1,50 @@
+"""process.foreground: exit status, signal forwarding, and the grace period.
+
+Each case runs in its own interpreter: foreground installs signal handlers
+and the wake-up fd, which belong to a main thread of their own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+DRIVER = """\
+import os, signal, sys, threading
+from hutch.process import foreground
+cleaned = []
+def send():
+    os.kill(os.getpid(), signal.SIGTERM)
+timer = threading.Timer({delay}, send)
+timer.daemon = True
+timer.start()
+status, first = foreground({argv!r}, None, True, cleaned.append, grace={grace})
+print(status, first, cleaned)
+"""
+
+
+def _drive(argv: list[str], delay: float, grace: float) -> tuple[str, float]:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", DRIVER.format(argv=argv, delay=delay, grace=grace)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), time.monotonic() - start
+
+
+def test_status_passes_through_without_signals() -> None:
+    out, _ = _drive(["sh", "-c", "exit 42"], delay=30, grace=5)
+    assert out == "42 None []"
+
+
+def test_forwarded_signal_ends_the_child() -> None:
+    out, _ = _drive(["sh", "-c", "exec sleep 20"], delay=0.3, grace=5)
+    assert out == f"{128 + 15} 15 [15]"
+
+
+def test_child_that_ignores_the_signal_is_killed_after_the_grace_period() -> None:
+    # The control above ends at once; this child ignores SIGTERM, so it is
+    # cleaned up after and killed once grace runs out, instead of waited for.
+    out, took = _drive(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], delay=0.3, grace=1)
+    assert out == f"{128 + 9} 15 [15]"
+    assert took < 10
