@@ -154,10 +154,8 @@ def _wait(
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    try:
-        previous_wake: int | None = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    except ValueError:  # not the main thread, where no handler runs anyway
-        previous_wake = None
+    # The main thread's, as the handlers foreground just installed.
+    previous_wake = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     poller = select.poll()
     poller.register(wake_r, select.POLLIN)
     if pidfd is not None:
@@ -187,8 +185,7 @@ def _wait(
             except BlockingIOError:
                 pass
     finally:
-        if previous_wake is not None:
-            signal.set_wakeup_fd(previous_wake)
+        signal.set_wakeup_fd(previous_wake)
         for fd in (wake_r, wake_w, pidfd):
             if fd is not None:
                 os.close(fd)

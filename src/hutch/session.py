@@ -116,9 +116,11 @@ def recipe_inputs(ws: Workspace, project_from_flag: bool) -> list[tuple[str, str
     (path, "file") when its content counts, (path, "exists") when its presence does."""
     from hutch.engines import docker_config_file
 
-    watched = [(str(ws.dirs.user_config), "file"), (str(ws.project / CONFIG_NAME), "file"),
-               (str(ws.dirs.state / "versions.json"), "file"), (docker_config_file(), "file")]  # fmt: skip
-    if not project_from_flag:  # the project-root search (hutch.paths.find_project_root)
+    watched = [(str(ws.dirs.user_config), "file"), (str(ws.dirs.state / "versions.json"), "file"),
+               (docker_config_file(), "file")]  # fmt: skip
+    if project_from_flag:
+        watched.append((str(ws.project / CONFIG_NAME), "file"))
+    else:  # the project-root search (hutch.paths.find_project_root), the project's file among them
         here = Path(os.path.realpath(ws.cwd))
         for directory in (here, *here.parents):
             watched += [(str(directory / CONFIG_NAME), "file"), (str(directory / ".git"), "exists")]

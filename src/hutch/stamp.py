@@ -39,19 +39,29 @@ def signature(path: str) -> str:
 
 
 def exists(path: str) -> str:
-    """For paths whose presence alone matters (a .git marks a project root)."""
-    return "present" if os.path.lexists(path) else ABSENT
+    """For paths whose presence alone matters (a .git marks a project root).
+    Followed as hutch.paths.find_project_root follows it: a dangling link is absent."""
+    return "present" if os.path.exists(path) else ABSENT
+
+
+def _state(kind: str, path: str) -> str:
+    return signature(path) if kind == "file" else exists(path)
+
+
+def stamps_dir() -> str:
+    """Where stamps live: hutch.paths.Dirs.state / "stamps", without importing pathlib."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # as hutch.paths.Dirs: relative values are ignored
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "hutch", "stamps")
 
 
 def stamp_path(args: list[str], cwd: str) -> str:
     """The stamp for this command line, run from cwd in this environment."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # as hutch.paths.Dirs: relative values are ignored
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
     env = [f"{name}={os.environ.get(name, '')}" for name in KEY_ENVIRONMENT]
     key = "\0".join([FORMAT, __version__, cwd, *args, *env])
     digest = sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return os.path.join(state, "hutch", "stamps", digest)
+    return os.path.join(stamps_dir(), digest)
 
 
 def write(
@@ -63,7 +73,7 @@ def write(
     """
     fields = [FORMAT, socket, tag, message]
     for watched_path, kind in watched:
-        fields += [kind, watched_path, signature(watched_path) if kind == "file" else exists(watched_path)]
+        fields += [kind, watched_path, _state(kind, watched_path)]
     if any("\0" in field for field in fields):
         return
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -91,8 +101,7 @@ def check(path: str) -> tuple[str, str] | None:
     socket, tag, message = fields[1:4]
     for at in range(4, len(fields), 3):
         kind, watched_path, recorded = fields[at : at + 3]
-        current = signature(watched_path) if kind == "file" else exists(watched_path)
-        if current != recorded:
+        if _state(kind, watched_path) != recorded:
             return None
     if not image_exists(socket, tag):
         return None

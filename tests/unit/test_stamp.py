@@ -217,3 +217,17 @@ def test_corrupt_or_foreign_stamp_is_ignored(env: Env, capsys: pytest.CaptureFix
     path = stamp.stamp_path(["build"], os.getcwd())
     Path(path).write_text("hutch-stamp-1\0/nowhere\0evil:tag\0msg\0file")
     assert env.build(capsys=capsys) == (tag, True)
+
+
+def test_dangling_git_link_that_comes_to_point_somewhere_takes_the_full_path(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The project-root search follows links: a dangling .git marks nothing,
+    # and the same link marks a root once its target exists.
+    target = env.root / "elsewhere-git"
+    (env.cwd / ".git").symlink_to(target)
+    tag, _ = env.build(capsys=capsys)
+    env.daemon.images.add(tag)
+    assert env.build(capsys=capsys) == (tag, False)
+    target.mkdir()
+    assert env.build(capsys=capsys)[1], "the link now marks a project root"

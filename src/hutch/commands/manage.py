@@ -204,10 +204,10 @@ def gc(ws: Workspace) -> int:
     removed = reaped + leftovers + swept
     ws.say(f"removed {len(removed)} leftover sandbox{'es' if len(removed) != 1 else ''}"
            + (f": {', '.join(removed)}" if removed else ""))  # fmt: skip
-    stamps = ws.dirs.state / "stamps"
-    if stamps.is_dir():
-        # A cache: the next `hutch build` in each place writes its stamp again.
-        session.remove_tree(stamps)
+    from hutch import stamp
+
+    # A cache: the next `hutch build` in each place writes its stamp again.
+    session.remove_tree(stamp.stamps_dir())
     return 0
 
 
