@@ -6,7 +6,6 @@ keeps the per-session audit record that `hutch audit` reads.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -103,5 +102,7 @@ def write_record(
         "hardlinks": list(guard.hardlinks),
         "changes": [{"kind": c.kind, "path": c.path, "detail": c.detail} for c in changes],
     }
+    import json  # after the session: loaded by then (hutch.session.record_session)
+
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

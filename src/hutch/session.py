@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import sys
@@ -18,6 +17,7 @@ from hutch.engines.base import Engine, host_name
 from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
+from hutch.jsontext import loads
 from hutch.paths import CONFIG_NAME, Dirs
 from hutch.plan import (
     HostFacts,
@@ -397,6 +397,8 @@ def _record_path(ws: Workspace, session: str) -> Path:
 
 
 def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> Path:
+    import json  # here, while the engine starts the sandbox: not on the launch's critical path
+
     path = _record_path(ws, plan.session)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -425,7 +427,7 @@ def stale_records(ws: Workspace) -> list[tuple[Path, dict[str, object]]]:
         return found
     for path in directory.glob("*.json"):
         try:
-            data = json.loads(path.read_text())
+            data = loads(path.read_text())
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
             continue

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-from hutch.config.schema import ConfigValue
+from hutch.config.schema import ConfigValue, matches
 from hutch.errors import ConfigError, UsageError
 from hutch.records import NamedTuple
 
@@ -177,18 +176,18 @@ def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
     version = _text(table, "version")
     assert install in ("npm", "pip") and package is not None and command is not None
     pattern = _NPM_NAME if install == "npm" else _PIP_NAME
-    if not re.match(pattern, package):
+    if not matches(pattern, package):
         example = '"cowsay" or "@scope/tool"' if install == "npm" else '"aider-chat"'
         raise _invalid(
             name, "package", f"{package!r} is not an {install} package name",
             f"give the bare name, e.g. {example}; put a version in `version`",
         )  # fmt: skip
-    if not re.match(_COMMAND, command):
+    if not matches(_COMMAND, command):
         raise _invalid(
             name, "command", f"{command!r} is not a command name",
             "name the program the package installs, e.g. \"cowsay\"; arguments go in `args`",
         )  # fmt: skip
-    if version is not None and not re.match(_VERSION, version):
+    if version is not None and not matches(_VERSION, version):
         raise _invalid(
             name, "version", f"{version!r} is not a version", 'an exact release, e.g. "1.6.0"'
         )
@@ -212,7 +211,7 @@ def custom_agent(name: str, table: Mapping[str, ConfigValue]) -> AgentDef:
                     name, "allow", str(err), 'write HOST[:PORT] or *.DOMAIN[:PORT], e.g. "api.example.com"'
                 ) from err
     node = _text(table, "node")
-    if node is not None and (install != "npm" or not re.match(_NODE_MAJOR, node)):
+    if node is not None and (install != "npm" or not matches(_NODE_MAJOR, node)):
         raise _invalid(
             name, "node", f"{node!r} is not a Node.js major version for an npm agent",
             'e.g. node = "24", for npm agents that need a newer Node.js than the base has',

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from hutch.engines.base import Engine
 from hutch.errors import EngineUnavailable, UsageError
+from hutch.jsontext import loads
 from hutch.records import NamedTuple
 
 ENGINES = ("docker", "podman")
@@ -129,7 +129,7 @@ def _docker_context() -> str:
     """A non-default `docker context use` choice: Docker then is configured on purpose."""
     try:
         with open(docker_config_file(), encoding="utf-8") as handle:
-            data = json.load(handle)
+            data = loads(handle.read())
     except (OSError, ValueError):
         return ""
     current = data.get("currentContext", "") if isinstance(data, dict) else ""

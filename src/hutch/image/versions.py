@@ -7,19 +7,19 @@ the pin, which changes the recipe hash and reruns only the agent layer.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 from pathlib import Path
 
 from hutch.agents import AgentDef, registry_name
+from hutch.config.schema import matches
+from hutch.jsontext import loads
 from hutch.records import NamedTuple
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 PYPI_INDEX = "https://pypi.org/pypi"
 # A version goes into a RUN line and an image label: nothing but plain characters.
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_\-]*$")
+_VERSION = r"^[A-Za-z0-9][A-Za-z0-9.+_\-]*$"
 
 
 class LookupFailed(Exception):
@@ -62,7 +62,7 @@ def parse_release(install: str, data: object) -> str | None:
         version = info.get("version") if isinstance(info, dict) else None
     else:
         version = data.get("version")
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not matches(_VERSION, version):
         return None
     return version
 
@@ -70,6 +70,7 @@ def parse_release(install: str, data: object) -> str | None:
 def latest_version(agent: AgentDef, timeout: float = 15.0) -> str:
     # Loaded only when a lookup is due: `hutch run` start-up stays lean.
     import http.client
+    import json
     import urllib.request
 
     url = release_url(agent)
@@ -98,7 +99,7 @@ class Pins:
 
     def _load(self) -> dict[str, object]:
         try:
-            data = json.loads(self.path.read_text())
+            data = loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -152,6 +153,7 @@ class Pins:
         data[agent] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Unique per process and thread: the background check writes from a thread.
+        import json
         import threading
 
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

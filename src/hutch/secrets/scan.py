@@ -18,11 +18,13 @@ called ``.env`` is not hidden whole; user patterns follow the rules above.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import re
 
 DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     # dotenv files and their per-environment variants
@@ -170,6 +172,7 @@ class _Globs:
             return False
         if self._regex is None:
             import fnmatch
+            import re
 
             self._regex = re.compile("|".join(fnmatch.translate(p) for p in self._others))
         return self._regex.match(text) is not None

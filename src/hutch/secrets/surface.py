@@ -10,13 +10,13 @@ protection is seen instead of trusted.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hutch.digest import sha256
+from hutch.jsontext import loads
 from hutch.records import TYPE_CHECKING, NamedTuple
 
 PROTECTED_PATHS: tuple[str, ...] = (
@@ -319,12 +319,14 @@ class Snapshot(NamedTuple):
             **sparse,
         }
         # ensure_ascii keeps undecodable file names (lone surrogates) round-tripping.
+        import json
+
         return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
         """Parse :meth:`to_json` output; ValueError if it is not one."""
-        data: object = json.loads(text)
+        data: object = loads(text)
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ValueError("not a hutch surface snapshot")
         if data.get("version") != _VERSION:

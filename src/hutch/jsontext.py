@@ -1,0 +1,62 @@
+"""json.loads for the launch path, without importing json.
+
+The json package imports re (with enum, ~6 ms per start here) for the
+whitespace it skips between values. Its parser is the C scanner in _json,
+which needs no re: this module drives that same scanner, so the results are
+json.loads' own. Errors are ValueError, as json.JSONDecodeError is one.
+Where _json is missing (another interpreter), json.loads itself is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hutch.records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+_WHITESPACE = " \t\n\r"  # what JSON allows around values (json.decoder.WHITESPACE)
+
+
+def _constant(name: str) -> float:
+    return float(name)  # NaN, Infinity, -Infinity, as json.loads reads them
+
+
+class _Context:
+    """The attributes json.decoder.JSONDecoder hands the C scanner, at their defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+
+
+def _scanner() -> Callable[[str, int], tuple[Any, int]] | None:
+    try:
+        import _json
+
+        return _json.make_scanner(_Context)  # type: ignore[arg-type]  # a duck-typed context
+    except (ImportError, AttributeError, TypeError):  # no _json, or a scanner wanting more
+        return None
+
+
+_scan = _scanner()
+
+
+def loads(text: str) -> Any:  # as json.loads
+    scan = _scan
+    if scan is None:
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = scan(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"Expecting value: char {stop.value}") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError(f"Extra data: char {end}")
+    return value
