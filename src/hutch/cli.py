@@ -19,14 +19,13 @@ from hutch.records import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
-    from pathlib import Path
     from typing import NoReturn
 
     from hutch.config.load import Layer
     from hutch.session import Workspace
 
 # An option: (flags, kind, help, metavar). kind is "flag" (a switch), "str",
-# "path", "int", "float", "list" (repeatable) or a tuple of choices.
+# "int", "float", "list" (repeatable) or a tuple of choices.
 Option = tuple[tuple[str, ...], str | tuple[str, ...], str, str | None]
 # A positional: (name, nargs, help, choices); nargs is "?", "*" or "1".
 Positional = tuple[str, str, str, tuple[str, ...] | None]
@@ -34,7 +33,7 @@ Positional = tuple[str, str, str, tuple[str, ...] | None]
 GLOBAL_OPTIONS: tuple[Option, ...] = (
     (("--engine",), ("docker", "podman", "auto"),
      "container engine (default: config, HUTCH_ENGINE, or detected)", None),
-    (("--project",), "path", "project root (default: nearest hutch.toml, git top level, or .)",
+    (("--project",), "str", "project root (default: nearest hutch.toml, git top level, or .)",
      "DIR"),
     (("-q", "--quiet"), "flag", "no progress or summary lines", None),
     (("--debug",), "flag", "show engine commands and tracebacks", None),
@@ -94,7 +93,7 @@ class Args:
 
     command: str
     engine: str | None
-    project: Path | None
+    project: str | None
     quiet: bool
     debug: bool
     agent: str | None
@@ -132,10 +131,6 @@ def _convert(kind: str | tuple[str, ...], text: str) -> object:
         return int(text)
     if kind == "float":
         return float(text)
-    if kind == "path":
-        from pathlib import Path
-
-        return Path(text)
     return text
 
 
@@ -222,9 +217,7 @@ def _add_options(
         elif isinstance(kind, tuple):
             parser.add_argument(*flags, choices=kind, default=default, help=help_text)
         else:
-            from pathlib import Path
-
-            kinds: dict[str, type] = {"int": int, "float": float, "path": Path, "str": str}
+            kinds: dict[str, type] = {"int": int, "float": float, "str": str}
             parser.add_argument(*flags, type=kinds[kind], default=default, metavar=metavar,
                                 help=help_text)  # fmt: skip
 
@@ -378,14 +371,12 @@ def _flag_layer(ns: Args) -> Layer:
 
 
 def workspace(ns: Args) -> Workspace:
-    from pathlib import Path
-
     from hutch.config import load_settings
     from hutch.engines import choose
     from hutch.paths import Dirs, find_project_root
     from hutch.session import Workspace
 
-    cwd = Path(os.getcwd())
+    cwd = os.getcwd()
     project = find_project_root(cwd, getattr(ns, "project", None))
     dirs = Dirs.from_env()
     settings = load_settings(dirs, project, _flag_layer(ns))

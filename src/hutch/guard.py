@@ -6,8 +6,8 @@ keeps the per-session audit record that `hutch audit` reads.
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 
 from hutch.plan import Masking
 from hutch.records import NamedTuple
@@ -31,7 +31,7 @@ def _names(paths: tuple[str, ...]) -> str:
 
 
 def prepare(
-    project: Path, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool
+    project: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool
 ) -> Guard:
     warnings: list[str] = []
     if no_mask:
@@ -70,29 +70,29 @@ def prepare(
     )
 
 
-def after(project: Path, uid: int, guard: Guard) -> tuple[Change, ...]:
+def after(project: str, uid: int, guard: Guard) -> tuple[Change, ...]:
     return diff(guard.before, snapshot(project, uid), project)
 
 
-def audit_dir(state: Path) -> Path:
-    return state / "audit"
+def audit_dir(state: str) -> str:
+    return os.path.join(state, "audit")
 
 
 def write_record(
-    state: Path,
+    state: str,
     session: str,
-    project: Path,
+    project: str,
     agent: str,
     guard: Guard,
     changes: tuple[Change, ...],
     status: int,
-) -> Path:
+) -> str:
     directory = audit_dir(state)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{session}.json"
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{session}.json")
     record = {
         "session": session,
-        "project": str(project),
+        "project": project,
         "agent": agent,
         "ended": time.time(),
         "status": status,
@@ -104,5 +104,6 @@ def write_record(
     }
     import json  # after the session: loaded by then (hutch.session.record_session)
 
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, indent=1) + "\n")
     return path

@@ -1,9 +1,12 @@
-"""Where hutch keeps its files on the host, and how it finds the project root."""
+"""Where hutch keeps its files on the host, and how it finds the project root.
+
+Paths here are plain strings (os.path), as on the rest of the launch path:
+pathlib pulls in re, urllib.parse and ipaddress (~8 ms per start here).
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from hutch.errors import UsageError
 from hutch.records import NamedTuple
@@ -11,58 +14,95 @@ from hutch.records import NamedTuple
 CONFIG_NAME = "hutch.toml"
 
 
-def _xdg(var: str, fallback: str) -> Path:
+def home() -> str:
+    return os.path.expanduser("~")
+
+
+def _xdg(var: str, fallback: str) -> str:
     value = os.environ.get(var, "")
     # The XDG spec says relative values are invalid and must be ignored.
     if value and os.path.isabs(value):
-        return Path(value)
-    return Path.home() / fallback
+        return value
+    return os.path.join(home(), fallback)
 
 
 class Dirs(NamedTuple):
-    config: Path
-    data: Path
-    state: Path
-    cache: Path
+    config: str
+    data: str
+    state: str
+    cache: str
 
     @classmethod
     def from_env(cls) -> Dirs:
         return cls(
-            config=_xdg("XDG_CONFIG_HOME", ".config") / "hutch",
-            data=_xdg("XDG_DATA_HOME", ".local/share") / "hutch",
-            state=_xdg("XDG_STATE_HOME", ".local/state") / "hutch",
-            cache=_xdg("XDG_CACHE_HOME", ".cache") / "hutch",
+            config=os.path.join(_xdg("XDG_CONFIG_HOME", ".config"), "hutch"),
+            data=os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "hutch"),
+            state=os.path.join(_xdg("XDG_STATE_HOME", ".local/state"), "hutch"),
+            cache=os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "hutch"),
         )
 
     @property
-    def user_config(self) -> Path:
-        return self.config / "config.toml"
+    def user_config(self) -> str:
+        return os.path.join(self.config, "config.toml")
 
-    def agent_home(self, agent: str) -> Path:
-        return self.data / "homes" / agent
+    def agent_home(self, agent: str) -> str:
+        return os.path.join(self.data, "homes", agent)
 
-    def sessions(self) -> Path:
-        return self.state / "sessions"
+    def sessions(self) -> str:
+        return os.path.join(self.state, "sessions")
 
 
-def find_project_root(cwd: Path, explicit: Path | None) -> Path:
+def ancestors(path: str) -> list[str]:
+    """path and each directory above it, up to /: Path(path) and its .parents."""
+    found = [path]
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return found
+        found.append(parent)
+        path = parent
+
+
+def find_project_root(cwd: str, explicit: str | None) -> str:
     """--project, else nearest ancestor with hutch.toml, else git top level, else cwd."""
     if explicit is not None:
-        root = explicit.expanduser()
-        if not root.is_absolute():
-            root = cwd / root
-        if not root.is_dir():
+        root = os.path.join(cwd, os.path.expanduser(explicit))
+        if not os.path.isdir(root):
             raise UsageError(
                 f"project directory {root} does not exist",
                 "pass an existing directory to --project",
             )
-        return Path(os.path.realpath(root))
-    here = Path(os.path.realpath(cwd))
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_NAME).is_file():
+        return os.path.realpath(root)
+    here = os.path.realpath(cwd)
+    for candidate in ancestors(here):
+        if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
             return candidate
-    for candidate in (here, *here.parents):
+    for candidate in ancestors(here):
         # A .git file (worktree or submodule) marks a top level as well.
-        if (candidate / ".git").exists():
+        if os.path.exists(os.path.join(candidate, ".git")):
             return candidate
     return here
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def touch(path: str, mode: int = 0o666) -> None:
+    """Set path's times to now, creating it (with mode) when missing, as Path.touch."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, mode))
+
+
+def touch_in(path: str) -> None:
+    """touch, creating the missing directories above path first."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    touch(path)

@@ -7,7 +7,6 @@ import pwd
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -18,7 +17,7 @@ from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
 from hutch.jsontext import loads
-from hutch.paths import CONFIG_NAME, Dirs
+from hutch.paths import CONFIG_NAME, Dirs, ancestors, home, read_bytes, read_text, touch, touch_in
 from hutch.plan import (
     HostFacts,
     Identity,
@@ -33,13 +32,13 @@ from hutch.records import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from hutch.egress.session import SessionEgress
 
-HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+HOST_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 class Workspace(NamedTuple):
     dirs: Dirs
-    project: Path
-    cwd: Path
+    project: str
+    cwd: str
     settings: Settings
     engine: Engine
     quiet: bool = False
@@ -57,29 +56,34 @@ class Workspace(NamedTuple):
 
     @property
     def pins(self) -> Pins:
-        return Pins(self.dirs.state / "versions.json")
+        return Pins(os.path.join(self.dirs.state, "versions.json"))
 
 
 # -- images ---------------------------------------------------------------------
 
 
-def _ca_paths(ws: Workspace) -> list[Path]:
+def _ca_paths(ws: Workspace) -> list[str]:
     setting = ws.settings.ca_certificates
     if setting == "none":
         return []
     if setting == "host":
-        if not HOST_CA_DIR.is_dir():
-            return []
-        return sorted(p for p in HOST_CA_DIR.rglob("*.crt") if p.is_file())
+        # Every *.crt below it, in path order; links to directories are not followed.
+        found = [
+            os.path.join(root, name)
+            for root, _, names in os.walk(HOST_CA_DIR)
+            for name in names
+            if name.endswith(".crt") and os.path.isfile(os.path.join(root, name))
+        ]
+        return sorted(found, key=lambda path: path.split("/"))
     assert isinstance(setting, tuple)
-    return [Path(os.path.expanduser(p)) if p.startswith("~") else ws.project / p for p in setting]
+    return [os.path.expanduser(p) if p.startswith("~") else os.path.join(ws.project, p) for p in setting]
 
 
 def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
     found: list[tuple[str, bytes]] = []
     for path in _ca_paths(ws):
         try:
-            content = path.read_bytes()
+            content = read_bytes(path)
         except OSError as err:
             raise ConfigError(
                 f"[image] ca_certificates: cannot read {path}: {err.strerror}",
@@ -87,7 +91,7 @@ def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
             ) from err
         if b"-----BEGIN CERTIFICATE-----" not in content:
             raise ConfigError(f"[image] ca_certificates: {path} holds no PEM certificate")
-        found.append((path.name, content))
+        found.append((os.path.basename(path), content))
     return tuple(found)
 
 
@@ -116,20 +120,20 @@ def recipe_inputs(ws: Workspace, project_from_flag: bool) -> list[tuple[str, str
     (path, "file") when its content counts, (path, "exists") when its presence does."""
     from hutch.engines import docker_config_file
 
-    watched = [(str(ws.dirs.user_config), "file"), (str(ws.dirs.state / "versions.json"), "file"),
+    watched = [(ws.dirs.user_config, "file"), (os.path.join(ws.dirs.state, "versions.json"), "file"),
                (docker_config_file(), "file")]  # fmt: skip
     if project_from_flag:
-        watched.append((str(ws.project / CONFIG_NAME), "file"))
+        watched.append((os.path.join(ws.project, CONFIG_NAME), "file"))
     else:  # the project-root search (hutch.paths.find_project_root), the project's file among them
-        here = Path(os.path.realpath(ws.cwd))
-        for directory in (here, *here.parents):
-            watched += [(str(directory / CONFIG_NAME), "file"), (str(directory / ".git"), "exists")]
+        for directory in ancestors(os.path.realpath(ws.cwd)):
+            watched += [(os.path.join(directory, CONFIG_NAME), "file"),
+                        (os.path.join(directory, ".git"), "exists")]  # fmt: skip
     if ws.settings.ca_certificates == "host":  # a certificate added or removed changes a directory
         watched += [(root, "file") for root, _, _ in os.walk(HOST_CA_DIR)]
-    watched += [(str(path), "file") for path in _ca_paths(ws)]
-    code = Path(__file__).parent
+    watched += [(path, "file") for path in _ca_paths(ws)]
+    code = os.path.dirname(__file__)
     for name in ("image/recipe.py", "image/entrypoint.sh", "agents/__init__.py", "config/schema.py"):
-        watched.append((str(code / name), "file"))
+        watched.append((os.path.join(code, name), "file"))
     return watched
 
 
@@ -146,9 +150,9 @@ def recipe_for(ws: Workspace, agent: AgentDef, refresh: bool = False) -> Recipe:
     )
 
 
-def _marker(ws: Workspace, recipe: Recipe) -> Path:
+def _marker(ws: Workspace, recipe: Recipe) -> str:
     # Per engine: an image built by Docker is not in Podman's storage.
-    return ws.dirs.state / "images" / ws.engine.name / recipe.digest
+    return os.path.join(ws.dirs.state, "images", ws.engine.name, recipe.digest)
 
 
 def ensure_image(
@@ -161,25 +165,27 @@ def ensure_image(
     """
     marker = _marker(ws, recipe)
     if not force and not no_cache:
-        if marker.exists() and not ask:
+        if os.path.exists(marker) and not ask:
             return False
         if ws.engine.image_id(recipe.tag):
-            _touch(marker)
+            touch_in(marker)
             return False
     from hutch.image.build import build
 
-    build(ws.engine, recipe, ws.dirs.state / "builds", no_cache=no_cache, quiet=ws.quiet)
-    _touch(marker)
+    build(ws.engine, recipe, os.path.join(ws.dirs.state, "builds"), no_cache=no_cache, quiet=ws.quiet)
+    touch_in(marker)
     return True
 
 
 def forget_image(ws: Workspace, recipe: Recipe) -> None:
-    _marker(ws, recipe).unlink(missing_ok=True)
+    _unlink(_marker(ws, recipe))
 
 
-def _touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 # -- the host side of a sandbox ---------------------------------------------------
@@ -193,14 +199,13 @@ def check_mount_sources(ws: Workspace) -> None:
     """
     from hutch.plan import parse_mount
 
-    project = str(ws.project)
-    home = str(Path.home())
+    project = ws.project
     for spec in ws.settings.mounts:
-        source = parse_mount(spec, project, home).source
+        source = parse_mount(spec, project, home()).source
         if not (source == project or source.startswith(project.rstrip("/") + "/")):
             continue
         current = project
-        for part in Path(source).relative_to(project).parts:
+        for part in [p for p in os.path.relpath(source, project).split("/") if p not in ("", ".")]:
             current = os.path.join(current, part)
             if os.path.islink(current):
                 raise SetupFailed(
@@ -211,8 +216,8 @@ def check_mount_sources(ws: Workspace) -> None:
 
 
 def check_project(ws: Workspace, force: bool) -> None:
-    home = os.path.realpath(Path.home())
-    project = str(ws.project)
+    home_dir = os.path.realpath(home())
+    project = ws.project
     if force:
         return
     if project == "/":
@@ -220,9 +225,9 @@ def check_project(ws: Workspace, force: bool) -> None:
             "refusing to use / as the project: the sandbox would see the whole machine",
             "run hutch inside a project directory, or pass --force if you really mean it",
         )
-    if project == home:
+    if project == home_dir:
         raise UsageError(
-            f"refusing to use your home directory {home} as the project: it holds your keys",
+            f"refusing to use your home directory {home_dir} as the project: it holds your keys",
             "run hutch inside a project directory, or pass --force if you really mean it",
         )
 
@@ -236,68 +241,70 @@ def host_identity() -> Identity:
     return Identity(uid, gid, sandbox_user_name(name, uid))
 
 
-def _write_if_changed(path: Path, content: str) -> None:
+def _write_if_changed(path: str, content: str) -> None:
     try:
-        if path.read_text() == content:
+        if read_text(path) == content:
             return
-    except OSError:
+    except (OSError, ValueError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(content)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def host_facts(ws: Workspace, agent: AgentDef, runtime_dir: str | None = None) -> HostFacts:
     identity = host_identity()
     data = ws.dirs.data
-    home = ws.dirs.agent_home(agent.name)
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ident_dir = data / "identity"
+    agent_home = ws.dirs.agent_home(agent.name)
+    os.makedirs(agent_home, mode=0o700, exist_ok=True)
+    ident_dir = os.path.join(data, "identity")
     passwd, group = passwd_entries(identity)
     key = f"{identity.uid}-{identity.gid}-{identity.name}"
-    _write_if_changed(ident_dir / f"passwd-{key}", passwd)
-    _write_if_changed(ident_dir / f"group-{key}", group)
-    empty_file = data / "empty" / "file"
-    empty_dir = data / "empty" / "dir"
-    if not empty_file.exists():
-        empty_dir.mkdir(parents=True, exist_ok=True)
-        empty_file.touch(mode=0o444)
-    cache_root = data / "caches"
+    identity_files = (os.path.join(ident_dir, f"passwd-{key}"), os.path.join(ident_dir, f"group-{key}"))
+    _write_if_changed(identity_files[0], passwd)
+    _write_if_changed(identity_files[1], group)
+    empty_file = os.path.join(data, "empty", "file")
+    empty_dir = os.path.join(data, "empty", "dir")
+    if not os.path.exists(empty_file):
+        os.makedirs(empty_dir, exist_ok=True)
+        touch(empty_file, mode=0o444)
+    cache_root = os.path.join(data, "caches")
     if ws.settings.auth == "host":
         _prepare_host_auth(ws, agent)
     for kind in ws.settings.caches:
-        (cache_root / project_key(str(ws.project)) / kind).mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.join(cache_root, project_key(ws.project), kind), exist_ok=True)
     return HostFacts(
-        project=str(ws.project),
+        project=ws.project,
         cwd=os.path.realpath(ws.cwd),
-        home=str(Path.home()),
+        home=home(),
         identity=identity,
         environ=dict(os.environ),
-        agent_home=str(home),
-        cache_root=str(cache_root),
-        identity_files=(str(ident_dir / f"passwd-{key}"), str(ident_dir / f"group-{key}")),
+        agent_home=agent_home,
+        cache_root=cache_root,
+        identity_files=identity_files,
         owner_pid=os.getpid(),
         hostname=host_name(),
         runtime_dir=runtime_dir,
-        empty_file=str(empty_file),
-        empty_dir=str(empty_dir),
+        empty_file=empty_file,
+        empty_dir=empty_dir,
     )
 
 
 def _prepare_host_auth(ws: Workspace, agent: AgentDef) -> None:
     """auth = "host": the seed's behaviour. Create what is missing, never touch what exists."""
-    home = Path.home()
     for rel in agent.home_paths:
-        path = home / rel
-        if path.exists():
+        path = os.path.join(home(), rel)
+        if os.path.exists(path):
             continue
-        if "." in Path(rel).name.lstrip("."):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("{}\n" if rel.endswith(".json") else "")
+        if "." in os.path.basename(rel.rstrip("/")).lstrip("."):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write("{}\n" if rel.endswith(".json") else "")
         else:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
         ws.say(f"created {path} for auth = \"host\"")
 
 
@@ -322,30 +329,40 @@ def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
     return " | ".join(parts)
 
 
+_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
+
+
+def shell_quote(text: str) -> str:
+    """shlex.quote, whose module imports re (~6 ms with enum) for one character class."""
+    if not text:
+        return "''"
+    if _SHELL_SAFE.issuperset(text):
+        return text
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def format_argv(argv: list[str]) -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in argv)
+    return " ".join(shell_quote(a) for a in argv)
 
 
-def runtime_base() -> Path:
+def runtime_base() -> str:
     # Unix socket paths are limited to ~107 bytes: keep the directory short.
     base = os.environ.get("XDG_RUNTIME_DIR", "")
     if not base or len(base) > 60 or not os.path.isdir(base):
         base = os.environ.get("TMPDIR", "") or "/tmp"
         if len(base) > 60 or not os.path.isdir(base):
             base = "/tmp"
-    return Path(base)
+    return base
 
 
-def make_runtime_dir(session: str) -> Path:
+def make_runtime_dir(session: str) -> str:
     """The host side of /run/hutch: the proxy socket and the env file. Private (0700)."""
-    path = runtime_base() / f"hutch-{os.getuid()}-{session}"
-    path.mkdir(mode=0o700)
+    path = os.path.join(runtime_base(), f"hutch-{os.getuid()}-{session}")
+    os.mkdir(path, mode=0o700)
     return path
 
 
-def remove_tree(path: Path | str) -> None:
+def remove_tree(path: str) -> None:
     """Remove a directory tree of hutch's own, best effort, following no link.
     Not shutil.rmtree: importing shutil (with bz2, lzma, zlib) would cost each
     launch more than this walk."""
@@ -365,14 +382,12 @@ def _remove(remove: Callable[[str], None], path: str) -> None:
         pass  # gone already, or not ours to remove: `hutch gc` sweeps what is left
 
 
-def write_env_file(runtime_dir: Path, plan: RunPlan) -> None:
+def write_env_file(runtime_dir: str, plan: RunPlan) -> None:
     """Named values, shell-quoted, for the entrypoint to read (not argv, not metadata)."""
-    import shlex
-
-    lines = [f"{v.name}={shlex.quote(v.value)}" for v in plan.env if v.secret]
+    lines = [f"{v.name}={shell_quote(v.value)}" for v in plan.env if v.secret]
     if not lines:
         return
-    path = runtime_dir / "env"
+    path = os.path.join(runtime_dir, "env")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -380,7 +395,7 @@ def write_env_file(runtime_dir: Path, plan: RunPlan) -> None:
 
 def sweep_runtime_dirs(ws: Workspace) -> list[str]:
     """Runtime dirs of this user's sessions that no live hutch owns any more."""
-    live = {p.stem for p in ws.dirs.sessions().glob("*.json")} if ws.dirs.sessions().is_dir() else set()
+    live = {path[: -len(".json")] for path in _session_files(ws)}
     prefix = f"hutch-{os.getuid()}-"
     removed: list[str] = []
     base = runtime_base()
@@ -392,44 +407,54 @@ def sweep_runtime_dirs(ws: Workspace) -> list[str]:
     return removed
 
 
-def _record_path(ws: Workspace, session: str) -> Path:
-    return ws.dirs.sessions() / f"{session}.json"
+def _session_files(ws: Workspace) -> list[str]:
+    """The names of the session records (SESSION.json) in the sessions directory."""
+    try:
+        names = os.listdir(ws.dirs.sessions())
+    except OSError:
+        return []
+    return [name for name in names if name.endswith(".json")]
 
 
-def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> Path:
+def _record_path(ws: Workspace, session: str) -> str:
+    return os.path.join(ws.dirs.sessions(), f"{session}.json")
+
+
+def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> str:
     import json  # here, while the engine starts the sandbox: not on the launch's critical path
 
     path = _record_path(ws, plan.session)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(
             {
                 "session": plan.session,
                 "container": plan.name,
-                "project": str(ws.project),
+                "project": ws.project,
                 "agent": dict(plan.labels).get("io.hutch.agent", ""),
                 "pid": os.getpid(),
                 "host": host_name(),
                 "started": time.time(),
                 "engine": ws.engine.name,
                 "runtime_dir": runtime_dir,
-            }
+            },
+            handle,
         )
-    )
     return path
 
 
-def stale_records(ws: Workspace) -> list[tuple[Path, dict[str, object]]]:
+def stale_records(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
     """Session records whose hutch process is gone: their sandboxes may be left behind."""
-    found: list[tuple[Path, dict[str, object]]] = []
-    directory = ws.dirs.sessions()
-    if not directory.is_dir():
-        return found
-    for path in directory.glob("*.json"):
+    found: list[tuple[str, dict[str, object]]] = []
+    for name in _session_files(ws):
+        path = os.path.join(ws.dirs.sessions(), name)
         try:
-            data = loads(path.read_text())
+            data = loads(read_text(path))
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+            _unlink(path)
+            continue
+        if not isinstance(data, dict):
+            _unlink(path)
             continue
         pid = data.get("pid")
         if data.get("host") == host_name() and isinstance(pid, int) and not process.is_alive(pid):
@@ -445,9 +470,9 @@ def reap_stale(ws: Workspace) -> list[str]:
         ws.engine.remove(names)
     for path, data in stale:
         runtime = data.get("runtime_dir")
-        if isinstance(runtime, str) and Path(runtime).name.startswith(f"hutch-{os.getuid()}-"):
+        if isinstance(runtime, str) and os.path.basename(runtime).startswith(f"hutch-{os.getuid()}-"):
             remove_tree(runtime)
-        path.unlink(missing_ok=True)
+        _unlink(path)
     return names
 
 
@@ -455,7 +480,7 @@ def launch(
     ws: Workspace,
     plan: RunPlan,
     recipe: Recipe,
-    runtime_dir: Path | None = None,
+    runtime_dir: str | None = None,
     egress: SessionEgress | None = None,
 ) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
@@ -463,7 +488,7 @@ def launch(
     own_group = not plan.tty
     env = engine.client_env(plan, os.environ)
     cleaned: list[bool] = []
-    records: list[Path] = []
+    records: list[str] = []
 
     def cleanup(_signum: int) -> None:
         if not cleaned:
@@ -477,7 +502,7 @@ def launch(
             egress.start()
         if not records:
             reap_stale(ws)
-            records.append(record_session(ws, plan, str(runtime_dir) if runtime_dir else None))
+            records.append(record_session(ws, plan, runtime_dir))
 
     try:
         status, signum = process.foreground(
@@ -498,5 +523,5 @@ def launch(
         ) from err
     finally:
         for record in records:
-            record.unlink(missing_ok=True)
+            _unlink(record)
     return status

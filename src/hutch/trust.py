@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from hutch.config.load import parse_file
 from hutch.config.schema import ConfigValue
 from hutch.digest import sha256
 from hutch.errors import ConfigError
-from hutch.paths import CONFIG_NAME, Dirs
+from hutch.paths import CONFIG_NAME, Dirs, home, read_bytes, read_text
 
 WIDENING = (
     "sandbox.env",
@@ -37,16 +36,16 @@ def _outside(spec: str, project: str, home: str) -> bool:
     return not (source == project or source.startswith(project.rstrip("/") + "/"))
 
 
-def widening(values: Mapping[str, ConfigValue], project: Path) -> list[str]:
+def widening(values: Mapping[str, ConfigValue], project: str) -> list[str]:
     """What in one config layer lets more of the host into the sandbox."""
     found: list[str] = []
-    home = str(Path.home())
+    home_dir = home()
     env = values.get("sandbox.env", ())
     if isinstance(env, tuple) and env:
         found.append(f"[sandbox] env {', '.join(e.split('=', 1)[0] for e in env)}")
     mounts = values.get("sandbox.mounts", ())
     if isinstance(mounts, tuple):
-        outside = [m for m in mounts if _outside(m, str(project), home)]
+        outside = [m for m in mounts if _outside(m, project, home_dir)]
         if outside:
             found.append(f"[sandbox] mounts {', '.join(outside)}")
     if values.get("sandbox.auth") == "host":
@@ -62,25 +61,25 @@ def widening(values: Mapping[str, ConfigValue], project: Path) -> list[str]:
     return found
 
 
-def _record(dirs: Dirs, project: Path) -> Path:
-    key = sha256(str(project).encode()).hexdigest()[:32]
-    return dirs.state / "trusted" / key
+def _record(dirs: Dirs, project: str) -> str:
+    key = sha256(project.encode()).hexdigest()[:32]
+    return os.path.join(dirs.state, "trusted", key)
 
 
-def _digest(path: Path) -> str:
-    return sha256(path.read_bytes()).hexdigest()
+def _digest(path: str) -> str:
+    return sha256(read_bytes(path)).hexdigest()
 
 
-def check(dirs: Dirs, project: Path, origins: Mapping[str, str]) -> None:
+def check(dirs: Dirs, project: str, origins: Mapping[str, str]) -> None:
     """Raise ConfigError when the project file widens the sandbox untrusted."""
     if not any(origins.get(key, "").startswith("project config") for key in WIDENING):
         return
-    path = project / CONFIG_NAME
+    path = os.path.join(project, CONFIG_NAME)
     asks = widening(parse_file(path, "project").values, project)
     if not asks:
         return
     try:
-        trusted = _record(dirs, project).read_text().strip() == _digest(path)
+        trusted = read_text(_record(dirs, project)).strip() == _digest(path)
     except OSError:
         trusted = False
     if not trusted:
@@ -92,14 +91,15 @@ def check(dirs: Dirs, project: Path, origins: Mapping[str, str]) -> None:
         )
 
 
-def trust(dirs: Dirs, project: Path) -> Path:
-    path = project / CONFIG_NAME
-    if not path.is_file():
+def trust(dirs: Dirs, project: str) -> str:
+    path = os.path.join(project, CONFIG_NAME)
+    if not os.path.isfile(path):
         raise ConfigError(f"{path} does not exist: nothing to trust")
     parse_file(path, "project")  # a file that does not load is not trusted
     record = _record(dirs, project)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(record.name + f".{os.getpid()}")
-    tmp.write_text(_digest(path) + "\n")
-    tmp.replace(record)
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    tmp = f"{record}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(_digest(path) + "\n")
+    os.replace(tmp, record)
     return path

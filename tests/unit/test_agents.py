@@ -424,8 +424,8 @@ def test_check_survives_an_unwritable_state(tmp_path: Path) -> None:
 
 
 def test_max_age_days_from_config(tmp_path: Path) -> None:
-    d = Dirs(tmp_path / "c", tmp_path / "d", tmp_path / "s", tmp_path / "k")
-    assert max_age_days(load_settings(d, tmp_path)) == DEFAULT_DAYS
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    assert max_age_days(load_settings(d, str(tmp_path))) == DEFAULT_DAYS
     defaults = merge([])
     for value, expected in ((3, 3), (0, 0), (-1, DEFAULT_DAYS), ("7", DEFAULT_DAYS), (True, DEFAULT_DAYS)):
         values: dict[str, ConfigValue] = {**defaults.values, CONFIG_KEY: value}

@@ -11,7 +11,7 @@ from hutch.paths import Dirs
 
 
 def dirs(tmp_path: Path) -> Dirs:
-    return Dirs(tmp_path / "c", tmp_path / "d", tmp_path / "s", tmp_path / "k")
+    return Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
 
 
 def write(path: Path, text: str) -> Path:
@@ -91,7 +91,7 @@ def test_wrong_types_and_values(tmp_path: Path, text: str, fragment: str) -> Non
 
 def test_precedence_flag_beats_project_beats_user(tmp_path: Path) -> None:
     d = dirs(tmp_path)
-    write(d.user_config, '[sandbox]\nmemory = "2g"\ncpus = 1\n[network]\nallow = ["a.example"]\n')
+    write(Path(d.user_config), '[sandbox]\nmemory = "2g"\ncpus = 1\n[network]\nallow = ["a.example"]\n')
     project = tmp_path / "p"
     write(project / "hutch.toml", '[sandbox]\nmemory = "3g"\n[network]\nallow = ["b.example"]\n')
     flags = Layer("flag", {"sandbox.memory": "5g", "network.allow": ("c.example",)})

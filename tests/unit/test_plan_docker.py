@@ -48,8 +48,8 @@ def settings(tmp_path: Path, toml: str = "", flags: Layer | None = None):  # typ
     project = tmp_path / "proj"
     project.mkdir(exist_ok=True)
     (project / "hutch.toml").write_text(toml)
-    d = Dirs(tmp_path / "c", tmp_path / "d", tmp_path / "s", tmp_path / "k")
-    return load_settings(d, project, flags)
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    return load_settings(d, str(project), flags)
 
 
 def argv_for(tmp_path: Path, toml: str = "", **kw: object) -> list[str]:

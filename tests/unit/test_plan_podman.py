@@ -50,7 +50,7 @@ def settings(tmp_path: Path, toml: str = "") -> Settings:
     project = tmp_path / "proj"
     project.mkdir(exist_ok=True)
     (project / "hutch.toml").write_text(toml)
-    d = Dirs(tmp_path / "c", tmp_path / "d", tmp_path / "s", tmp_path / "k")
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
     return load_settings(d, project, None)
 
 

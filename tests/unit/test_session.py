@@ -4,6 +4,10 @@ import os
 import socket
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hutch import session
 from hutch.session import remove_tree
 
 
@@ -29,3 +33,10 @@ def test_runtime_dir_removal_takes_everything_and_follows_no_link(tmp_path: Path
 
 def test_runtime_dir_removal_of_a_missing_dir_is_quiet(tmp_path: Path) -> None:
     remove_tree(tmp_path / "never-made")
+
+
+@given(st.text(max_size=12) | st.text(alphabet="a_@%+=:,./-'\" $", max_size=8))
+def test_shell_quote_is_shlex_quote(text: str) -> None:
+    import shlex
+
+    assert session.shell_quote(text) == shlex.quote(text)

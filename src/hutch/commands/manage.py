@@ -218,7 +218,7 @@ def audit(ws: Workspace, session_id: str | None, as_json: bool) -> int:
     from hutch.egress.session import audit_path
     from hutch.guard import audit_dir
 
-    directory = audit_dir(ws.dirs.state)
+    directory = Path(audit_dir(ws.dirs.state))
     if session_id is None:
         # The newest session of this project.
         records = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -334,11 +334,11 @@ agent = "claude"
 """
 
 
-def config_init(project_flag: Path | None, quiet: bool, force: bool) -> int:
+def config_init(project_flag: str | None, quiet: bool, force: bool) -> int:
     from hutch.paths import find_project_root
 
-    project = find_project_root(Path(os.getcwd()), project_flag)
-    path = project / CONFIG_NAME
+    project = find_project_root(os.getcwd(), project_flag)
+    path = Path(project) / CONFIG_NAME
     if path.exists() and not force:
         raise HutchError(f"{path} exists; leaving it as it is", "pass --force to replace it")
     path.write_text(TEMPLATE)
@@ -409,7 +409,7 @@ def doctor(make_workspace: Callable[[], Workspace]) -> int:
             report(True, f"host CA certificates trusted in the image: {names}")
     for label, path in (("data", ws.dirs.data), ("state", ws.dirs.state)):
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)
             writable = os.access(path, os.W_OK)
         except OSError:
             writable = False

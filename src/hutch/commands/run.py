@@ -6,6 +6,7 @@ import os
 import sys
 
 from hutch import session
+from hutch.paths import touch_in
 from hutch.plan import build_run_plan
 from hutch.records import TYPE_CHECKING, NamedTuple
 from hutch.session import Workspace
@@ -28,12 +29,11 @@ class RunRequest(NamedTuple):
 def _warn_once(ws: Workspace, key: str, message: str) -> None:
     """A warning about how this machine is set up: said once per user, even with -q;
     the launch summary repeats the gist every time."""
-    marker = ws.dirs.state / "warned" / key
-    if marker.exists():
+    marker = os.path.join(ws.dirs.state, "warned", key)
+    if os.path.exists(marker):
         return
     ws.warn(message)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    touch_in(marker)
 
 
 def execute(ws: Workspace, request: RunRequest) -> int:
@@ -83,7 +83,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         for note in plan.notes:
             ws.say(note)
         home = ws.dirs.agent_home(agent.name)
-        if not request.command and agent.login_hint and not any(home.iterdir()):
+        if not request.command and agent.login_hint and not os.listdir(home):
             # A fresh agent home: the agent will ask to log in.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from hutch.config.load import Layer, Merged, merge, parse_file
 from hutch.config.schema import ConfigValue
@@ -81,14 +81,15 @@ def settings_from(merged: Merged) -> Settings:
     )
 
 
-def config_layers(dirs: Dirs, project: Path) -> list[Layer]:
+def config_layers(dirs: Dirs, project: str) -> list[Layer]:
+    project_file = os.path.join(project, CONFIG_NAME)
     return [
         parse_file(dirs.user_config, f"user config {dirs.user_config}"),
-        parse_file(project / CONFIG_NAME, f"project config {project / CONFIG_NAME}"),
+        parse_file(project_file, f"project config {project_file}"),
     ]
 
 
-def load_settings(dirs: Dirs, project: Path, flags: Layer | None = None) -> Settings:
+def load_settings(dirs: Dirs, project: str, flags: Layer | None = None) -> Settings:
     layers = config_layers(dirs, project)
     if flags is not None:
         layers.append(flags)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
+from hutch.paths import read_bytes
 from hutch.records import NamedTuple
 
 SUPPORTED_VERSION = 1
@@ -43,9 +43,9 @@ def _label(path: str) -> str:
     return f"[{section}] {key}" if section else key
 
 
-def parse_file(path: Path, origin: str) -> Layer:
+def parse_file(path: str, origin: str) -> Layer:
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return Layer(origin, {})
     except OSError as err:

@@ -31,8 +31,8 @@ SOCKET_NAME = "egress.sock"
 UNPRIVILEGED = 65534
 
 
-def audit_path(state: Path, session: str) -> Path:
-    return state / "audit" / f"{session}.egress.jsonl"
+def audit_path(state: str, session: str) -> Path:
+    return Path(state, "audit", f"{session}.egress.jsonl")
 
 
 def build_policy(
@@ -71,11 +71,11 @@ class SessionEgress:
 
     @classmethod
     def prepare(
-        cls, ws: Workspace, agent: AgentDef, session: str, runtime_dir: Path
+        cls, ws: Workspace, agent: AgentDef, session: str, runtime_dir: str
     ) -> SessionEgress:
         s = ws.settings
         policy = build_policy(s.network_mode, agent, s.allow, s.allow_private)
-        egress = cls(policy, runtime_dir, audit_path(ws.dirs.state, session), session)
+        egress = cls(policy, Path(runtime_dir), audit_path(ws.dirs.state, session), session)
         egress.socket_dir.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700)
         return egress
 

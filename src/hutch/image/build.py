@@ -32,7 +32,7 @@ def write_context(recipe: Recipe, directory: Path) -> None:
 def build(
     engine: Engine,
     recipe: Recipe,
-    log_dir: Path,
+    log_dir: str,
     no_cache: bool = False,
     quiet: bool = False,
     out: Callable[[str], None] | None = None,
@@ -40,8 +40,8 @@ def build(
     """Build recipe.tag; raise BuildFailed naming the failed step, with the log tail."""
     emit = out or (lambda line: print(line, file=sys.stderr, flush=True))
     buildkit = engine.has_buildkit()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{recipe.tag.replace(':', '-').replace('/', '-')}.log"
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = Path(log_dir) / f"{recipe.tag.replace(':', '-').replace('/', '-')}.log"
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     step = ""
     started = time.monotonic()

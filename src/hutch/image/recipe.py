@@ -6,10 +6,11 @@ recipe is reused without a build and a changed one gets a new tag.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from hutch.agents import AgentDef
 from hutch.digest import sha256
+from hutch.paths import read_bytes
 from hutch.records import NamedTuple
 
 RECIPE_FORMAT = "1"
@@ -58,7 +59,7 @@ class Recipe(NamedTuple):
 
 
 def entrypoint_script() -> bytes:
-    return (Path(__file__).parent / "entrypoint.sh").read_bytes()
+    return read_bytes(os.path.join(os.path.dirname(__file__), "entrypoint.sh"))
 
 
 def _words(items: tuple[str, ...]) -> str:

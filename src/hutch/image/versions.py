@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from hutch.agents import AgentDef, registry_name
 from hutch.config.schema import matches
 from hutch.jsontext import loads
+from hutch.paths import read_text
 from hutch.records import NamedTuple
 
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -94,12 +94,12 @@ class Pins:
     sees one version or the other, never a torn file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
 
     def _load(self) -> dict[str, object]:
         try:
-            data = loads(self.path.read_text())
+            data = loads(read_text(self.path))
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -151,11 +151,12 @@ class Pins:
         if pin.looked:
             entry["looked"] = pin.looked
         data[agent] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         # Unique per process and thread: the background check writes from a thread.
         import json
         import threading
 
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.path)
+        tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from hutch.digest import sha256
 from hutch.jsontext import loads
@@ -98,7 +97,7 @@ class ProtectedSurface(NamedTuple):
     symlinks: tuple[str, ...]
 
 
-def protected_present(root: Path) -> ProtectedSurface:
+def protected_present(root: str | os.PathLike[str]) -> ProtectedSurface:
     """Which protected paths exist under ``root`` (checked with lstat).
 
     Besides :data:`PROTECTED_PATHS` this finds ``.git`` when it is a file
@@ -389,7 +388,7 @@ def _str(value: object) -> str:
     return value
 
 
-def snapshot(root: Path, uid: int) -> Snapshot:
+def snapshot(root: str | os.PathLike[str], uid: int) -> Snapshot:
     """Record type, mode, owner, size and mtime of every path under ``root``
     (``.git/objects`` excepted), link targets, and a SHA-256 of each file in
     the protected surface. ``uid`` is the user the sandbox runs as."""
@@ -498,7 +497,7 @@ class Change(NamedTuple):
     detail: str
 
 
-def diff(before: Snapshot, after: Snapshot, root: Path) -> tuple[Change, ...]:
+def diff(before: Snapshot, after: Snapshot, root: str | os.PathLike[str]) -> tuple[Change, ...]:
     """What a session changed that the host could later run or trip over.
 
     Deletions and ordinary edits are not reported. A path reported as

@@ -420,3 +420,17 @@ def test_pattern_sets_match_as_fnmatchcase(patterns: list[str], text: str) -> No
 
     expected = any(fnmatch.fnmatchcase(text, p) for p in patterns)
     assert _Globs(patterns).match(text) == expected, (patterns, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab*", min_size=1, max_size=5), max_size=3),
+    st.text(alphabet="ab", max_size=6),
+)
+def test_star_only_patterns_match_as_fnmatchcase(patterns: list[str], text: str) -> None:
+    # The string-test shapes (`lit*`, `*lit`, `lit*lit`) where they overlap:
+    # "ab*ba" must not match "aba", whose prefix and suffix share a letter.
+    from hutch.secrets.scan import _Globs
+
+    expected = any(fnmatch.fnmatchcase(text, p) for p in patterns)
+    assert _Globs(patterns).match(text) == expected, (patterns, text)
