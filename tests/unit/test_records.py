@@ -67,3 +67,37 @@ def test_field_without_default_after_one_with_is_refused() -> None:
         class Bad(records.NamedTuple):
             a: int = 1
             b: int
+
+
+def test_construction_and_helpers_as_typing() -> None:
+    for cls in (OURS, THEIRS):
+        assert tuple(cls(1, label="q")) == (1, 0, "q")
+        assert tuple(cls(y=2, x=1)) == (1, 2, "p")
+        assert tuple(cls._make([5, 6, "r"])) == (5, 6, "r")
+        assert cls(1, 2)._asdict() == {"x": 1, "y": 2, "label": "p"}
+        assert cls(1, 2)._replace(label="z") == (1, 2, "z")
+        assert cls.__match_args__ == ("x", "y", "label")
+        assert cls.x.__doc__ == "Alias for field number 0"
+        assert not hasattr(cls(1), "__dict__")
+        for bad in ((), (1, 2, 3, 4)):
+            with pytest.raises(TypeError):
+                cls(*bad)
+        with pytest.raises(TypeError):
+            cls(1, x=2)  # x twice
+        with pytest.raises(TypeError):
+            cls(1, z=2)
+        with pytest.raises(TypeError):
+            cls._make([1])
+        with pytest.raises(ValueError, match="unexpected field names"):
+            cls(1)._replace(z=3)
+        match cls(7, 8):
+            case cls(a, b):  # type: ignore[misc]  # the class is chosen at run time
+                assert (a, b) == (7, 8)
+
+
+def test_undocumented_record_gets_namedtuples_docstring() -> None:
+    class Pair(records.NamedTuple):
+        a: int
+        b: int
+
+    assert Pair.__doc__ == "Pair(a, b)"
