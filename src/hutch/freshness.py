@@ -20,7 +20,6 @@ reading the pin costs no engine call on the launch path.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from hutch.agents import AgentDef
 from hutch.image.versions import Pin, Pins
@@ -28,9 +27,12 @@ from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from hutch.config import Settings
     from hutch.session import Workspace
+
+    Lookup = Callable[[AgentDef], str]
 
 # Config key (days; 0 turns the notice and its lookups off) and its default.
 CONFIG_KEY = "image.update_check_days"
@@ -40,7 +42,6 @@ LOOKUP_TIMEOUT = 10.0
 # How long a finished session waits for a lookup still in flight before hutch exits.
 EXIT_WAIT = 3.0
 
-Lookup = Callable[[AgentDef], str]
 
 
 def max_age_days(settings: Settings) -> int:

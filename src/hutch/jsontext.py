@@ -9,11 +9,10 @@ Where _json is missing (another interpreter), json.loads itself is used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _WHITESPACE = " \t\n\r"  # what JSON allows around values (json.decoder.WHITESPACE)

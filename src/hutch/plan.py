@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
 from hutch.digest import sha256
 from hutch.errors import UsageError
 from hutch.image.recipe import HOME
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PROXY_PORT = 3128
 RUNTIME_DIR = "/run/hutch"

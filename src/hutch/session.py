@@ -6,7 +6,6 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Callable
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -30,6 +29,8 @@ from hutch.plan import (
 from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hutch.egress.session import SessionEgress
 
 HOST_CA_DIR = "/usr/local/share/ca-certificates"

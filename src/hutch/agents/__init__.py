@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from hutch.config.schema import ConfigValue, matches
 from hutch.errors import ConfigError, UsageError
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class AgentDef(NamedTuple):

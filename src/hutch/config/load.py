@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
 from hutch.paths import read_bytes
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SUPPORTED_VERSION = 1
 

@@ -7,13 +7,16 @@ can carry its origin for `hutch config show`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from hutch.errors import ConfigError
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
 
 ConfigValue = str | int | float | bool | tuple[str, ...]
-Validator = Callable[[object, str], ConfigValue]
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Validator = Callable[[object, str], ConfigValue]
 
 # Patterns stay strings, compiled (and cached by re) on first use: most runs
 # validate none of these, and compiling them all costs each start ~1 ms.

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
 
 from hutch import process
 from hutch.errors import EngineUnavailable
 from hutch.jsontext import loads
 from hutch.plan import Mount, RunPlan
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 MANAGED = "io.hutch.managed=true"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from hutch import process
 from hutch.engines.base import BuildCommand, Engine, bind_mount_arg
 from hutch.errors import EngineUnavailable
 from hutch.plan import Mount, RunPlan
+from hutch.records import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Build arguments Docker predefines for proxies; passed by name only, so a
 # corporate proxy's credentials never land in argv.

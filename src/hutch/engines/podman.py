@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Mapping
 
 from hutch import process
 from hutch.engines.base import BuildCommand, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, SetupFailed
 from hutch.plan import Mount, RunPlan
-from hutch.records import NamedTuple
+from hutch.records import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 UNLIMITED = resource.RLIM_INFINITY
 

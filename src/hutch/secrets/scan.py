@@ -18,12 +18,12 @@ called ``.env`` is not hidden whole; user patterns follow the rules above.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 
 from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import re
+    from collections.abc import Iterable, Sequence
 
 DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     # dotenv files and their per-environment variants

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping
 
 from hutch.digest import sha256
 from hutch.jsontext import loads
@@ -51,6 +50,7 @@ PROTECTED_PATHS: tuple[str, ...] = (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Literal, TypeVar
 
     SurfaceKind = Literal["hook", "autorun"]
