@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from hutch.jsontext import dumps
 from hutch.plan import Masking
 from hutch.records import NamedTuple
 from hutch.secrets.scan import scan
@@ -102,8 +103,6 @@ def write_record(
         "hardlinks": list(guard.hardlinks),
         "changes": [{"kind": c.kind, "path": c.path, "detail": c.detail} for c in changes],
     }
-    import json  # after the session: loaded by then (hutch.session.record_session)
-
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, indent=1) + "\n")
+        handle.write(dumps(record) + "\n")
     return path

@@ -1,10 +1,11 @@
-"""json.loads for the launch path, without importing json.
+"""json.loads and json.dumps for the launch path, without importing json.
 
 The json package imports re (with enum, ~6 ms per start here) for the
-whitespace it skips between values. Its parser is the C scanner in _json,
-which needs no re: this module drives that same scanner, so the results are
-json.loads' own. Errors are ValueError, as json.JSONDecodeError is one.
-Where _json is missing (another interpreter), json.loads itself is used.
+whitespace it skips between values and the escapes it writes. Its parser and
+its writer are the C scanner and encoder in _json, which need no re: this
+module drives those same two, so the results are json's own. Errors are
+ValueError (json.JSONDecodeError is one) and TypeError, as with json. Where
+_json is missing (another interpreter), json itself is used.
 """
 
 from __future__ import annotations
@@ -43,6 +44,25 @@ def _scanner() -> Callable[[str, int], tuple[Any, int]] | None:
 
 
 _scan = _scanner()
+
+
+def _unserializable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: object) -> str:
+    """json.dumps(value) with its defaults: ASCII, ", " and ": ", NaN allowed."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+    except ImportError:
+        import json
+
+        return json.dumps(value)
+    # The arguments json.JSONEncoder passes: markers (circular check), default,
+    # string encoder, indent, key and item separators, sort_keys, skipkeys, allow_nan.
+    encode = make_encoder({}, _unserializable, encode_basestring_ascii, None, ": ", ", ",
+                          False, False, True)  # fmt: skip
+    return "".join(encode(value, 0))
 
 
 def loads(text: str) -> Any:  # as json.loads

@@ -15,7 +15,7 @@ from hutch.engines.base import Engine, host_name
 from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
-from hutch.jsontext import loads
+from hutch.jsontext import dumps, loads
 from hutch.paths import CONFIG_NAME, Dirs, ancestors, home, read_bytes, read_text, touch, touch_in
 from hutch.plan import (
     HostFacts,
@@ -422,25 +422,21 @@ def _record_path(ws: Workspace, session: str) -> str:
 
 
 def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> str:
-    import json  # here, while the engine starts the sandbox: not on the launch's critical path
-
     path = _record_path(ws, plan.session)
+    record = {
+        "session": plan.session,
+        "container": plan.name,
+        "project": ws.project,
+        "agent": dict(plan.labels).get("io.hutch.agent", ""),
+        "pid": os.getpid(),
+        "host": host_name(),
+        "started": time.time(),
+        "engine": ws.engine.name,
+        "runtime_dir": runtime_dir,
+    }
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(
-            {
-                "session": plan.session,
-                "container": plan.name,
-                "project": ws.project,
-                "agent": dict(plan.labels).get("io.hutch.agent", ""),
-                "pid": os.getpid(),
-                "host": host_name(),
-                "started": time.time(),
-                "engine": ws.engine.name,
-                "runtime_dir": runtime_dir,
-            },
-            handle,
-        )
+        handle.write(dumps(record))
     return path
 
 

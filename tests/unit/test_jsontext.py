@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,6 +43,20 @@ def test_same_verdict_as_json_on_any_text(text: str) -> None:
         assert repr(ours[1]) == repr(theirs[1])
 
 
+@given(VALUES | st.floats() | st.dictionaries(st.integers() | st.booleans() | st.none(), SCALARS))
+def test_writes_what_json_writes(value: object) -> None:
+    assert jsontext.dumps(value) == json.dumps(value)
+
+
+def test_write_errors_as_json() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        jsontext.dumps({"a": object()})
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular"):
+        jsontext.dumps(loop)
+
+
 def test_constants_and_errors() -> None:
     assert math.isnan(jsontext.loads("NaN"))
     assert jsontext.loads("[-Infinity]") == [float("-inf")]
@@ -51,7 +66,7 @@ def test_constants_and_errors() -> None:
 
 def test_imports_neither_json_nor_re() -> None:
     code = (
-        "import sys, hutch.jsontext as j; j.loads('{\"a\": [1]}'); "
+        "import sys, hutch.jsontext as j; j.loads(j.dumps({'a': [1, 'b']})); "
         "print(sorted({'json', 're'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
