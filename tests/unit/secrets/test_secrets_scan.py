@@ -422,15 +422,20 @@ def test_pattern_sets_match_as_fnmatchcase(patterns: list[str], text: str) -> No
     assert _Globs(patterns).match(text) == expected, (patterns, text)
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.text(alphabet="ab*", min_size=1, max_size=5), max_size=3),
-    st.text(alphabet="ab", max_size=6),
-)
-def test_star_only_patterns_match_as_fnmatchcase(patterns: list[str], text: str) -> None:
-    # The string-test shapes (`lit*`, `*lit`, `lit*lit`) where they overlap:
-    # "ab*ba" must not match "aba", whose prefix and suffix share a letter.
+
+def test_star_shapes_match_as_fnmatchcase_exhaustively() -> None:
+    # Every pattern of up to 4 characters from "ab*" against every string of up
+    # to 4 from "ab": the string-test shapes (`lit*`, `*lit`, `lit*lit`) where
+    # prefix and suffix overlap ("a*a" must not match "a").
+    from itertools import product
+
     from hutch.secrets.scan import _Globs
 
-    expected = any(fnmatch.fnmatchcase(text, p) for p in patterns)
-    assert _Globs(patterns).match(text) == expected, (patterns, text)
+    def words(alphabet: str, longest: int) -> list[str]:
+        return ["".join(w) for n in range(longest + 1) for w in product(alphabet, repeat=n)]
+
+    texts = words("ab", 4)
+    for pattern in words("ab*", 4)[1:]:
+        globs = _Globs([pattern])
+        for text in texts:
+            assert globs.match(text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)
