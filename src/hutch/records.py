@@ -29,7 +29,7 @@ else:
     _NOT_COPIED = frozenset({"__module__", "__qualname__", "__annotations__", "__dict__",
                              "__weakref__"})  # fmt: skip
 
-    def _new(cls, *args, **kwargs):
+    def _new(cls, /, *args, **kwargs):
         fields = cls._fields
         if not kwargs and len(args) == len(fields):
             return tuple.__new__(cls, args)

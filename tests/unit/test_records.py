@@ -101,3 +101,11 @@ def test_undocumented_record_gets_namedtuples_docstring() -> None:
         b: int
 
     assert Pair.__doc__ == "Pair(a, b)"
+
+
+def test_a_field_may_be_named_cls() -> None:
+    class Bound(records.NamedTuple):
+        cls: str
+        self: int = 0
+
+    assert tuple(Bound(cls="c", self=1)) == ("c", 1)
