@@ -94,6 +94,32 @@ def read_text(path: str) -> str:
         return handle.read()
 
 
+def replace_text(
+    path: str, text: str, *, mode: int | None = None, dir_mode: int = 0o777, errors: str = "strict"
+) -> None:
+    """Write path whole, through a temporary file beside it: a reader (another
+    hutch, another thread) sees the old content or the new, never a torn file.
+    Missing directories above it are made with dir_mode; mode, when given, is
+    the file's. The temporary file is removed when the write fails."""
+    # threading.get_ident is _thread's; importing threading would cost a launch ~1 ms.
+    from _thread import get_ident
+
+    os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"  # unique per process and thread
+    try:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as handle:
+            handle.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def touch(path: str, mode: int = 0o666) -> None:
     """Set path's times to now, creating it (with mode) when missing, as Path.touch."""
     try:

@@ -16,7 +16,17 @@ from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
 from hutch.jsontext import dumps, loads
-from hutch.paths import CONFIG_NAME, Dirs, ancestors, home, read_bytes, read_text, touch, touch_in
+from hutch.paths import (
+    CONFIG_NAME,
+    Dirs,
+    ancestors,
+    home,
+    read_bytes,
+    read_text,
+    replace_text,
+    touch,
+    touch_in,
+)
 from hutch.plan import (
     HostFacts,
     Identity,
@@ -248,12 +258,7 @@ def _write_if_changed(path: str, content: str) -> None:
             return
     except (OSError, ValueError):
         pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    replace_text(path, content, mode=0o644)
 
 
 def host_facts(ws: Workspace, agent: AgentDef, runtime_dir: str | None = None) -> HostFacts:
@@ -396,7 +401,7 @@ def write_env_file(runtime_dir: str, plan: RunPlan) -> None:
 
 def sweep_runtime_dirs(ws: Workspace) -> list[str]:
     """Runtime dirs of this user's sessions that no live hutch owns any more."""
-    live = {path[: -len(".json")] for path in _session_files(ws)}
+    live = {name[: -len(".json")] for name in _session_files(ws)}
     prefix = f"hutch-{os.getuid()}-"
     removed: list[str] = []
     base = runtime_base()
@@ -448,9 +453,8 @@ def stale_records(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
         try:
             data = loads(read_text(path))
         except (OSError, ValueError):
-            _unlink(path)
-            continue
-        if not isinstance(data, dict):
+            data = None
+        if not isinstance(data, dict):  # unreadable or not a record: nothing to reap
             _unlink(path)
             continue
         pid = data.get("pid")

@@ -76,17 +76,12 @@ def write(
         fields += [kind, watched_path, _state(kind, watched_path)]
     if any("\0" in field for field in fields):
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from hutch.paths import replace_text  # not on the up-to-date path, which only reads
+
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write("\0".join(fields))
-        os.replace(tmp, path)
+        replace_text(path, "\0".join(fields), dir_mode=0o700, errors="surrogateescape")
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def check(path: str) -> tuple[str, str] | None:

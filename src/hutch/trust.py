@@ -16,7 +16,7 @@ from hutch.config.load import parse_file
 from hutch.config.schema import ConfigValue
 from hutch.digest import sha256
 from hutch.errors import ConfigError
-from hutch.paths import CONFIG_NAME, Dirs, home, read_bytes, read_text
+from hutch.paths import CONFIG_NAME, Dirs, home, read_bytes, read_text, replace_text
 from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -100,9 +100,5 @@ def trust(dirs: Dirs, project: str) -> str:
         raise ConfigError(f"{path} does not exist: nothing to trust")
     parse_file(path, "project")  # a file that does not load is not trusted
     record = _record(dirs, project)
-    os.makedirs(os.path.dirname(record), exist_ok=True)
-    tmp = f"{record}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(_digest(path) + "\n")
-    os.replace(tmp, record)
+    replace_text(record, _digest(path) + "\n")
     return path

@@ -133,31 +133,28 @@ def _engine_root(it_root: Path, engine: Engine) -> Path:
     return root
 
 
+def _built_under(engine: Engine, root: Path) -> Iterator[Built]:
+    """The engine's shared build under root; its containers under root go at the end."""
+    try:
+        yield _build(engine, root / "shared")
+    finally:
+        engine.remove_under(root)
+
+
 @pytest.fixture(scope="session")
 def docker_built(docker_engine: Engine, it_root: Path) -> Iterator[Built]:
-    try:
-        yield _build(docker_engine, it_root / "shared")
-    finally:
-        # Every test's containers, Docker-only tests' included, live under it_root.
-        docker_engine.remove_under(it_root)
+    # Every test's containers, Docker-only tests' included, live under it_root.
+    yield from _built_under(docker_engine, it_root)
 
 
 @pytest.fixture(scope="session")
 def podman_built(podman_engine: Engine, it_root: Path) -> Iterator[Built]:
-    root = _engine_root(it_root, podman_engine)
-    try:
-        yield _build(podman_engine, root / "shared")
-    finally:
-        podman_engine.remove_under(root)
+    yield from _built_under(podman_engine, _engine_root(it_root, podman_engine))
 
 
 @pytest.fixture(scope="session")
 def podman_rootless_built(podman_rootless_engine: Engine, it_root: Path) -> Iterator[Built]:
-    root = _engine_root(it_root, podman_rootless_engine)
-    try:
-        yield _build(podman_rootless_engine, root / "shared")
-    finally:
-        podman_rootless_engine.remove_under(root)
+    yield from _built_under(podman_rootless_engine, _engine_root(it_root, podman_rootless_engine))
 
 
 def _fixture_name(engine_id: str) -> str:

@@ -37,6 +37,7 @@ def matches(pattern: str, text: str) -> bool:
 
     return re.match(pattern, text) is not None
 
+
 NETWORK_MODES = ("allowlist", "open", "none")
 CACHE_KINDS = ("npm", "pip")
 

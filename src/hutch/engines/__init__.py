@@ -7,6 +7,7 @@ import os
 from hutch.engines.base import Engine
 from hutch.errors import EngineUnavailable, UsageError
 from hutch.jsontext import loads
+from hutch.paths import read_text
 from hutch.records import NamedTuple
 
 ENGINES = ("docker", "podman")
@@ -128,8 +129,7 @@ def _docker_problem() -> str:
 def _docker_context() -> str:
     """A non-default `docker context use` choice: Docker then is configured on purpose."""
     try:
-        with open(docker_config_file(), encoding="utf-8") as handle:
-            data = loads(handle.read())
+        data = loads(read_text(docker_config_file()))
     except (OSError, ValueError):
         return ""
     current = data.get("currentContext", "") if isinstance(data, dict) else ""

@@ -13,7 +13,7 @@ import time
 from hutch.agents import AgentDef, registry_name
 from hutch.config.schema import matches
 from hutch.jsontext import loads
-from hutch.paths import read_text
+from hutch.paths import read_text, replace_text
 from hutch.records import NamedTuple
 
 NPM_REGISTRY = "https://registry.npmjs.org"
@@ -151,12 +151,8 @@ class Pins:
         if pin.looked:
             entry["looked"] = pin.looked
         data[agent] = entry
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # Unique per process and thread: the background check writes from a thread.
+        # The background check writes from a thread: replace_text's temporary
+        # name is unique per process and thread.
         import json
-        import threading
 
-        tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        replace_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
