@@ -254,8 +254,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _command_index(args: Sequence[str]) -> int | None:
     """Where the command word is (or would go); None for --help/--version alone."""
     index = 0
-    takes_value = {"--engine", "--project"}
-    switches = {"-q", "--quiet", "--debug"}
+    takes_value = {flag for flags, kind, _, _ in GLOBAL_OPTIONS if kind != "flag" for flag in flags}
+    switches = {flag for flags, kind, _, _ in GLOBAL_OPTIONS if kind == "flag" for flag in flags}
     while index < len(args):
         arg = args[index]
         if arg in ("-h", "--help", "--version"):

@@ -49,11 +49,10 @@ def _state(kind: str, path: str) -> str:
 
 
 def stamps_dir() -> str:
-    """Where stamps live: hutch.paths.Dirs.state / "stamps", without importing pathlib."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # as hutch.paths.Dirs: relative values are ignored
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "hutch", "stamps")
+    """Where stamps live: under hutch's state directory."""
+    from hutch.paths import Dirs
+
+    return os.path.join(Dirs.from_env().state, "stamps")
 
 
 def stamp_path(args: list[str], cwd: str) -> str:
