@@ -211,8 +211,8 @@ def main() -> int:
 
     # Imported here so the server and client roles stay free of hutch.
     from hutch.egress.audit import AuditLog
+    from hutch.egress.listener import EgressProxy
     from hutch.egress.policy import Policy, parse_allow_entry
-    from hutch.egress.proxy import EgressProxy
 
     script = os.path.abspath(__file__)
     server = subprocess.Popen([sys.executable, script, "--role", "server"], stdout=subprocess.PIPE, text=True)

@@ -65,9 +65,16 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     status = 1
     try:
         if ws.settings.network_mode == "allowlist":
-            from hutch.egress.session import SessionEgress
+            from hutch.egress.session import SessionEgress, audit_path
 
-            egress = SessionEgress.prepare(ws, agent, session_id, runtime)
+            egress = SessionEgress.prepare(
+                mode=ws.settings.network_mode,
+                allow=agent.allow + ws.settings.allow,
+                allow_private=ws.settings.allow_private,
+                runtime_dir=runtime,
+                audit=audit_path(ws.dirs.state, session_id),
+                session=session_id,
+            )
         facts = session.host_facts(ws, agent, str(runtime))
         plan = build_run_plan(
             ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,

@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hutch.agents import AgentDef
 from hutch.errors import ConfigError, SetupFailed
-from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hutch.egress.listener import EgressProxy
     from hutch.egress.policy import Policy
-    from hutch.egress.proxy import EgressProxy
-    from hutch.session import Workspace
 
 # Package registries every agent needs to install tools while it works.
 REGISTRIES = ("registry.npmjs.org", "pypi.org", "files.pythonhosted.org")
@@ -35,12 +33,11 @@ def audit_path(state: str, session: str) -> Path:
     return Path(state, "audit", f"{session}.egress.jsonl")
 
 
-def build_policy(
-    mode: str, agent: AgentDef, allow: tuple[str, ...], allow_private: tuple[str, ...]
-) -> Policy:
+def build_policy(mode: str, allow: tuple[str, ...], allow_private: tuple[str, ...]) -> Policy:
+    """The session's policy: `allow` (the agent's hosts and the user's) plus the registries."""
     from hutch.egress.policy import Policy
 
-    entries = tuple(dict.fromkeys(agent.allow + REGISTRIES + allow))
+    entries = tuple(dict.fromkeys(allow + REGISTRIES))
     try:
         # mode is a str checked against NETWORK_MODES by the config schema.
         return Policy.from_config(mode, entries, allow_private)  # type: ignore[arg-type]
@@ -71,11 +68,18 @@ class SessionEgress:
 
     @classmethod
     def prepare(
-        cls, ws: Workspace, agent: AgentDef, session: str, runtime_dir: str
+        cls,
+        *,
+        mode: str,
+        allow: tuple[str, ...],
+        allow_private: tuple[str, ...],
+        runtime_dir: str,
+        audit: Path,
+        session: str,
     ) -> SessionEgress:
-        s = ws.settings
-        policy = build_policy(s.network_mode, agent, s.allow, s.allow_private)
-        egress = cls(policy, Path(runtime_dir), audit_path(ws.dirs.state, session), session)
+        """Check the allowlist and create the socket directory; `start()` serves it."""
+        policy = build_policy(mode, allow, allow_private)
+        egress = cls(policy, Path(runtime_dir), audit, session)
         egress.socket_dir.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700)
         return egress
 
@@ -85,7 +89,7 @@ class SessionEgress:
 
     def start(self) -> None:
         from hutch.egress.audit import AuditLog
-        from hutch.egress.proxy import EgressProxy
+        from hutch.egress.listener import EgressProxy
 
         self.audit.parent.mkdir(parents=True, exist_ok=True)
         socket_path = self.socket_dir / SOCKET_NAME

@@ -23,8 +23,9 @@ from typing import ClassVar
 import pytest
 
 from hutch.egress.audit import AuditEvent, AuditLog, read_events
+from hutch.egress.listener import EgressProxy
 from hutch.egress.policy import NetworkMode, Policy
-from hutch.egress.proxy import TLS_ACCESS_DENIED, EgressProxy
+from hutch.egress.relay import TLS_ACCESS_DENIED
 from hutch.errors import SetupFailed
 
 TIMEOUT = 10.0
@@ -702,7 +703,7 @@ from pathlib import Path
 resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 from hutch.egress.audit import AuditLog
 from hutch.egress.policy import Policy
-from hutch.egress.proxy import EgressProxy
+from hutch.egress.listener import EgressProxy
 policy = Policy.from_config("allowlist", [sys.argv[2]])
 with AuditLog(Path(sys.argv[1] + ".jsonl"), "s") as audit:
     with EgressProxy(policy, Path(sys.argv[1]), audit, head_timeout=2.0):
@@ -804,16 +805,3 @@ def test_refuses_to_replace_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
     with pytest.raises(SetupFailed):
         EgressProxy(Policy("none"), tmp_path / "missing-dir" / "egress.sock", audit).start()
 
-
-def test_tcp_listener_for_tests_and_benchmarks(tmp_path: Path, echo: EchoServer) -> None:
-    policy = Policy.from_config("allowlist", [f"127.0.0.1:{echo.port}"])
-    with AuditLog(tmp_path / "a.jsonl", "s") as audit:
-        proxy = EgressProxy(policy, tmp_path / "p.sock", audit, listen_tcp=("127.0.0.1", 0))
-        with proxy:
-            assert proxy.tcp_address is not None
-            sock = socket.create_connection(proxy.tcp_address, timeout=TIMEOUT)
-            sock.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
-            head, _ = read_head(sock)
-            assert head.startswith(b"HTTP/1.1 200")
-            assert echo_round_trip(sock, b"tcp") == b"tcp"
-            sock.close()

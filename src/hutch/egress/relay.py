@@ -1,28 +1,20 @@
-"""The filtering proxy the sandbox reaches through a bind-mounted Unix socket.
+"""One client connection through the egress proxy: request head, decision, tunnel.
 
-One asyncio loop in a daemon thread serves every connection; there is no thread
-per connection, so a flood from the sandbox costs sockets, not threads. Sockets
-are driven directly (`sock_recv` / `sock_sendall`) rather than through streams,
-one large read and one write per chunk; a flow that turns out to be bulk moves
-to splice(2) through a pipe, so its bytes never enter Python at all.
+Sockets are driven directly (`sock_recv` / `sock_sendall`) rather than through
+streams, one large read and one write per chunk; a flow that turns out to be
+bulk moves to splice(2) through a pipe, so its bytes never enter Python at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
-import functools
 import logging
 import os
 import socket
-import stat
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 
 from hutch.egress.audit import AuditLog, Verdict
 from hutch.egress.http import (
@@ -53,7 +45,6 @@ from hutch.egress.tls import (
     looks_like_tls,
     parse_client_hello,
 )
-from hutch.errors import SetupFailed
 
 log = logging.getLogger("hutch.egress")
 
@@ -65,14 +56,9 @@ BULK_SNDBUF = 4 * 1024 * 1024
 PIPE_SIZE = 1024 * 1024
 _HAVE_SPLICE = hasattr(os, "splice")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
-BACKLOG = 4096
-STOP_TIMEOUT = 10.0
-ACCEPT_BURST = 256
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 # A fatal TLS alert record: level 2 (fatal), description 49 (access_denied).
 TLS_ACCESS_DENIED = b"\x15\x03\x03\x00\x02\x02\x31"
-# Accept errors that mean "out of resources for now": back off instead of spinning.
-_ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class _Denied(Exception):
@@ -98,249 +84,30 @@ class _Conn:
         self.reason, self.rule = decision.reason, decision.rule
 
 
-class EgressProxy:
-    """The egress proxy for one session: `start()`, then `stop()` (or use `with`)."""
+class Relay:
+    """Serves client connections for one session: `await relay.serve(client)` per connection.
+
+    Runs on the listener's event loop; `executor` runs the blocking resolver.
+    """
 
     def __init__(
         self,
         policy: Policy,
-        socket_path: Path,
         audit: AuditLog,
+        executor: Executor,
         *,
-        connect_timeout: float = 10.0,
-        head_timeout: float = 30.0,
-        listen_tcp: tuple[str, int] | None = None,
-        socket_mode: int = 0o600,
-        max_connections: int = 4096,
+        connect_timeout: float,
+        head_timeout: float,
     ) -> None:
         self.policy = policy
-        self.socket_path = socket_path
         self.audit = audit
         self.connect_timeout = connect_timeout
         self.head_timeout = head_timeout
-        self._listen_tcp = listen_tcp
-        self._socket_mode = socket_mode
-        self._max_connections = max_connections
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._socket_ino: int | None = None
-        self._tcp_address: tuple[str, int] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._listeners: list[socket.socket] = []
-        self._accepting = False
-        self._starved = False  # out of descriptors; warned once per episode
+        self._executor = executor
         self._bulk_flows = 0
 
-    @property
-    def tcp_address(self) -> tuple[str, int] | None:
-        """The bound TCP address when `listen_tcp` was given (port 0 picks a free one)."""
-        return self._tcp_address
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._tasks)
-
-    def start(self) -> None:
-        """Bind and listen, then serve from a daemon thread; returns once listening.
-
-        Raises `SetupFailed` when the socket cannot be created.
-        """
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError("the egress proxy is already running")
-            _raise_open_file_limit(2 * self._max_connections + 4 * MAX_BULK_FLOWS + 64)
-            listeners = [self._bind_unix()]
-            if self._listen_tcp is not None:
-                try:
-                    listeners.append(self._bind_tcp(self._listen_tcp))
-                except SetupFailed:
-                    listeners[0].close()
-                    self._remove_socket_file()
-                    raise
-            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hutch-egress-dns")
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-            thread = threading.Thread(
-                target=self._run, args=(loop, listeners, ready), name="hutch-egress", daemon=True
-            )
-            self._loop, self._thread = loop, thread
-            thread.start()
-            ready.wait()
-
-    def stop(self) -> None:
-        """Close the listener and every open connection, remove the socket file. Idempotent."""
-        with self._lock:
-            thread, loop, stopping = self._thread, self._loop, self._stopping
-            self._thread = self._loop = self._stopping = None
-            if thread is not None and loop is not None and stopping is not None:
-                with contextlib.suppress(RuntimeError):  # the loop already ended
-                    loop.call_soon_threadsafe(stopping.set)
-                thread.join(STOP_TIMEOUT)
-                if thread.is_alive():
-                    log.warning("egress proxy: still closing connections after %ss", STOP_TIMEOUT)
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
-            self._remove_socket_file()
-
-    def __enter__(self) -> EgressProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- listening ---------------------------------------------------------
-
-    def _bind_unix(self) -> socket.socket:
-        path = self.socket_path
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(mode):
-                raise SetupFailed(
-                    f"cannot create the egress proxy socket: {path} exists and is not a socket",
-                    hint="remove that file, or point hutch's state directory elsewhere",
-                )
-            if _socket_alive(path):
-                raise SetupFailed(
-                    f"another egress proxy is already listening on {path}",
-                    hint="stop the other hutch session (hutch ps / hutch stop)",
-                )
-            path.unlink()  # stale, left by a hutch that was killed
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(os.fspath(path))
-            # Restrict before listen(): until then every connect() is refused,
-            # so nobody slips in between bind and chmod.
-            os.chmod(path, self._socket_mode)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-            self._socket_ino = os.stat(path).st_ino
-        except OSError as err:
-            sock.close()
-            raise SetupFailed(
-                f"cannot listen on the egress proxy socket {path}: {err}",
-                hint="check that its directory exists and is writable; "
-                "Unix socket paths must be shorter than about 100 bytes",
-            ) from err
-        return sock
-
-    def _bind_tcp(self, address: tuple[str, int]) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
-        except OSError as err:
-            sock.close()
-            raise SetupFailed(f"cannot listen on {address[0]}:{address[1]}: {err}") from err
-        host, port = sock.getsockname()[:2]
-        self._tcp_address = (str(host), int(port))
-        return sock
-
-    def _remove_socket_file(self) -> None:
-        # Only our own socket: a later session may already have bound the path.
-        with contextlib.suppress(FileNotFoundError):
-            if self._socket_ino is not None and os.lstat(self.socket_path).st_ino == self._socket_ino:
-                self.socket_path.unlink()
-        self._socket_ino = None
-
-    def _run(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listeners: list[socket.socket],
-        ready: threading.Event,
-    ) -> None:
-        try:
-            loop.run_until_complete(self._main(listeners, ready))
-        finally:
-            ready.set()
-            for sock in listeners:
-                sock.close()
-            loop.close()
-
-    async def _main(self, listeners: list[socket.socket], ready: threading.Event) -> None:
-        self._stopping = asyncio.Event()
-        self._listeners = listeners
-        self._resume_accepting()
-        ready.set()
-        await self._stopping.wait()
-        self._pause_accepting()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _resume_accepting(self) -> None:
-        if self._accepting or self._stopping is None or self._stopping.is_set():
-            return
-        loop = asyncio.get_running_loop()
-        for listener in self._listeners:
-            loop.add_reader(listener.fileno(), self._accept, listener)
-        self._accepting = True
-
-    def _pause_accepting(self) -> None:
-        if not self._accepting:
-            return
-        loop = asyncio.get_running_loop()
-        for listener in self._listeners:
-            loop.remove_reader(listener.fileno())
-        self._accepting = False
-
-    def _accept(self, listener: socket.socket) -> None:
-        # A plain callback that accepts a burst, not `await sock_accept()`: a
-        # socket accepted into a future that is then cancelled would leak.
-        loop = asyncio.get_running_loop()
-        for _ in range(ACCEPT_BURST):
-            if len(self._tasks) >= self._max_connections:
-                # Leave further clients in the kernel backlog until a slot frees.
-                self._pause_accepting()
-                return
-            try:
-                client, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                if err.errno in _ACCEPT_BACKOFF:
-                    if not self._starved:
-                        log.warning("egress proxy: cannot accept (%s); backing off", err)
-                        self._starved = True
-                    self._pause_accepting()
-                    loop.call_later(0.05, self._resume_accepting)
-                return
-            self._starved = False
-            client.setblocking(False)
-            if client.family != socket.AF_UNIX:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._serve(client))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._task_done, client))
-
-    def _task_done(self, client: socket.socket, task: asyncio.Task[None]) -> None:
-        # Closed here too: a task cancelled before its first step never ran
-        # `_serve`'s cleanup.
-        client.close()
-        self._tasks.discard(task)
-        if not self._accepting and len(self._tasks) < self._max_connections:
-            self._resume_accepting()
-        if not task.cancelled() and (err := task.exception()) is not None:
-            log.error("egress proxy: connection handler failed", exc_info=err)
-
-    # -- one connection ----------------------------------------------------
-
-    async def _serve(self, client: socket.socket) -> None:
+    async def serve(self, client: socket.socket) -> None:
+        """Handle one accepted client to the end and write its audit line; never raises OSError."""
         conn = _Conn()
         upstream: list[socket.socket] = []
         try:
@@ -712,28 +479,3 @@ def _deny(conn: _Conn, reason: str) -> None:
 
 def _failed(task: asyncio.Task[None]) -> bool:
     return not task.cancelled() and task.exception() is not None
-
-
-def _socket_alive(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(os.fspath(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def _raise_open_file_limit(wanted: int) -> None:
-    """Each tunnel holds two descriptors; lift the soft limit toward the hard one."""
-    try:
-        import resource
-    except ImportError:  # not on this platform; the accept loop backs off instead
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
