@@ -1,23 +1,19 @@
 """Command line: flags -> one core call -> exit code.
 
-The flags are a table (GLOBAL_OPTIONS, COMMANDS). A small scanner parses the
-well-formed command lines that start every session; argparse, built from the
-same table, takes over for --help, --version, usage errors and whatever the
-scanner does not recognise (abbreviations, bundled short flags). Importing
-argparse and building its parsers costs ~15 ms, a tenth of the launch budget.
+The flags are a table (GLOBAL_OPTIONS, COMMANDS) that argparse is built from.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from hutch import __version__
 from hutch.errors import EXIT_INTERRUPTED, HutchError, UsageError
-from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Sequence
     from typing import NoReturn
 
@@ -109,95 +105,9 @@ class Args:
     json: bool
     action: str
 
-    def __init__(self, values: dict[str, object]) -> None:
-        self.__dict__.update(values)
-
-
-def _dest(flags: tuple[str, ...]) -> str:
-    return flags[-1].lstrip("-").replace("-", "_")
-
 
 def _default(kind: str | tuple[str, ...]) -> object:
     return False if kind == "flag" else [] if kind == "list" else None
-
-
-def _convert(kind: str | tuple[str, ...], text: str) -> object:
-    """The option's value, or ValueError for argparse to explain."""
-    if isinstance(kind, tuple):
-        if text not in kind:
-            raise ValueError(text)
-        return text
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    return text
-
-
-def _scan(args: Sequence[str]) -> Args | None:
-    """Parse a well-formed command line; None when argparse should judge it."""
-    values: dict[str, object] = {_dest(o[0]): _default(o[1]) for o in GLOBAL_OPTIONS}
-    table = {flag: option for option in GLOBAL_OPTIONS for flag in option[0]}
-    positionals: list[str] = []
-    command: str | None = None
-    spec: tuple[Positional, ...] = ()
-    gap = False  # an option came after positionals: argparse decides what that means
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        index += 1
-        if len(arg) > 1 and arg.startswith("-"):
-            name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-            option = table.get(name)
-            if option is None:
-                return None
-            dest, kind = _dest(option[0]), option[1]
-            gap = gap or bool(positionals)
-            if kind == "flag":
-                if eq:
-                    return None
-                values[dest] = True
-                continue
-            if not eq:
-                if index >= len(args) or args[index].startswith("-"):
-                    return None
-                inline, index = args[index], index + 1
-            try:
-                value = _convert(kind, inline)
-            except ValueError:
-                return None
-            if kind == "list":
-                values[dest] = [*values[dest], value]  # type: ignore[misc]  # a list by _default
-            else:
-                values[dest] = value
-        elif command is None:
-            if arg not in COMMANDS:
-                return None
-            command = arg
-            _, groups, spec = COMMANDS[arg]
-            for _, options in groups:
-                for option in options:
-                    values[_dest(option[0])] = _default(option[1])
-                    table.update((flag, option) for flag in option[0])
-        else:
-            if gap:
-                return None
-            positionals.append(arg)
-    if command is None:
-        return None
-    for name, nargs, _, choices in spec:
-        if nargs == "*":
-            values[name], positionals = positionals, []
-        elif positionals and (choices is None or positionals[0] in choices):
-            values[name] = positionals.pop(0)
-        elif nargs == "?":
-            values[name] = None
-        else:
-            return None
-    if positionals:
-        return None
-    values["command"] = command
-    return Args(values)
 
 
 def _add_options(
@@ -205,8 +115,6 @@ def _add_options(
     options: tuple[Option, ...],
     suppress: bool = False,
 ) -> None:
-    import argparse
-
     for flags, kind, help_text, metavar in options:
         default = argparse.SUPPRESS if suppress else _default(kind)
         if kind == "flag":
@@ -222,9 +130,8 @@ def _add_options(
                                 help=help_text)  # fmt: skip
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """argparse over the same table; with `only`, other commands get no arguments."""
-    import argparse
+def build_parser() -> argparse.ArgumentParser:
+    """argparse over the command table."""
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> None:  # type: ignore[override]
@@ -240,8 +147,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (help_text, groups, positionals) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if only is not None and name != only:
-            continue
         for pos, nargs, pos_help, choices in positionals:
             p.add_argument(pos, nargs=None if nargs == "1" else nargs, choices=choices,
                            help=pos_help)  # fmt: skip
@@ -285,47 +190,17 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
 
 
 def parse(args: Sequence[str]) -> Args:
-    """The scanner's reading, or argparse's (which exits 2 on a usage error)."""
-    scanned = _scan(args)
-    if scanned is not None:
-        return scanned
-    at = _command_index(args)
-    only = args[at] if at is not None and at < len(args) else None
-    return Args(vars(build_parser(only).parse_args(args)))
+    """argparse's reading (it exits 2 on a usage error)."""
+    return build_parser().parse_args(args, namespace=Args())
 
 
 def entry() -> NoReturn:
-    """The `hutch` console script: main(), then a quick exit."""
-    _quick_exit(main())
-
-
-def _quick_exit(status: int) -> NoReturn:
-    """Exit without the interpreter's teardown of every loaded module, which
-    costs each launch ~5 ms; do first what matters of it: the atexit callbacks
-    (the update check's bounded wait) and flushing output. With a non-daemon
-    thread still running, exit normally: the interpreter waits for it."""
-    import atexit
-
-    threading = sys.modules.get("threading")
-    if threading is not None and any(
-        t.is_alive() and not t.daemon and t is not threading.main_thread()
-        for t in threading.enumerate()
-    ):
-        sys.exit(status)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed pipe or stream: nothing more to say there
-    os._exit(status)
+    """The `hutch` console script."""
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    if raw == ["--version"]:  # argparse would print the same, ~35 ms later
-        print(f"hutch {__version__}")
-        return 0
     args, tail = split_argv(raw)
     ns = parse(args)
     debug = bool(getattr(ns, "debug", False))

@@ -20,10 +20,10 @@ reading the pin costs no engine call on the launch path.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from hutch.agents import AgentDef
 from hutch.image.versions import Pin, Pins
-from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import threading

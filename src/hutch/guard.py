@@ -6,12 +6,12 @@ keeps the per-session audit record that `hutch audit` reads.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import NamedTuple
 
-from hutch.jsontext import dumps
 from hutch.plan import Masking
-from hutch.records import NamedTuple
 from hutch.secrets.scan import scan
 from hutch.secrets.surface import Change, Snapshot, diff, protected_present, snapshot
 
@@ -104,5 +104,5 @@ def write_record(
         "changes": [{"kind": c.kind, "path": c.path, "detail": c.detail} for c in changes],
     }
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(dumps(record) + "\n")
+        handle.write(json.dumps(record) + "\n")
     return path

@@ -1,15 +1,14 @@
 """Where hutch keeps its files on the host, and how it finds the project root.
 
-Paths here are plain strings (os.path), as on the rest of the launch path:
-pathlib pulls in re, urllib.parse and ipaddress (~8 ms per start here).
+Paths are plain strings (os.path), as on the rest of the run path.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from hutch.errors import UsageError
-from hutch.records import NamedTuple
 
 CONFIG_NAME = "hutch.toml"
 
@@ -101,11 +100,10 @@ def replace_text(
     hutch, another thread) sees the old content or the new, never a torn file.
     Missing directories above it are made with dir_mode; mode, when given, is
     the file's. The temporary file is removed when the write fails."""
-    # threading.get_ident is _thread's; importing threading would cost a launch ~1 ms.
-    from _thread import get_ident
+    import threading
 
     os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{get_ident()}.tmp"  # unique per process and thread
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # unique per process and thread
     try:
         with open(tmp, "w", encoding="utf-8", errors=errors) as handle:
             handle.write(text)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import posixpath
+from hashlib import sha256
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
-from hutch.digest import sha256
 from hutch.errors import UsageError
 from hutch.image.recipe import HOME
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

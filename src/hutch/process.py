@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-
-from hutch.records import TYPE_CHECKING, NamedTuple
+import signal
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    import signal
     from collections.abc import Callable, Mapping, Sequence
     from types import FrameType
-else:
-    # The C module under signal: the same functions and numbers, without the
-    # enums (~2 ms to import) that the launch path has no use for.
-    import _signal as signal
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -101,9 +96,8 @@ def foreground(
     not, when a signal arrived (for cleanup). FileNotFoundError if argv[0] is
     missing.
     """
-    # posix_spawn rather than subprocess: this is the launch path, and the
-    # subprocess module (with selectors, threading) costs ~5 ms to import.
-    # The child gets default SIGPIPE/SIGXFSZ, which Python ignores for itself.
+    # The child gets default SIGPIPE/SIGXFSZ, which Python ignores for itself;
+    # the waiting (pidfd, signal forwarding, grace period) is _wait's.
     spawn_env = os.environ if env is None else env
     defaults = (signal.SIGPIPE, signal.SIGXFSZ)
     if own_group:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import shlex
+import shutil
 import sys
 import time
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.agents import AgentDef
@@ -15,7 +19,6 @@ from hutch.engines.base import Engine, host_name
 from hutch.errors import ConfigError, SetupFailed, UsageError
 from hutch.image.recipe import Recipe, render
 from hutch.image.versions import Pins
-from hutch.jsontext import dumps, loads
 from hutch.paths import (
     CONFIG_NAME,
     Dirs,
@@ -36,11 +39,8 @@ from hutch.plan import (
     project_key,
     sandbox_user_name,
 )
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from hutch.egress.session import SessionEgress
 
 HOST_CA_DIR = "/usr/local/share/ca-certificates"
@@ -335,22 +335,6 @@ def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
     return " | ".join(parts)
 
 
-_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
-
-
-def shell_quote(text: str) -> str:
-    """shlex.quote, whose module imports re (~6 ms with enum) for one character class."""
-    if not text:
-        return "''"
-    if _SHELL_SAFE.issuperset(text):
-        return text
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def format_argv(argv: list[str]) -> str:
-    return " ".join(shell_quote(a) for a in argv)
-
-
 def runtime_base() -> str:
     # Unix socket paths are limited to ~107 bytes: keep the directory short.
     base = os.environ.get("XDG_RUNTIME_DIR", "")
@@ -368,29 +352,9 @@ def make_runtime_dir(session: str) -> str:
     return path
 
 
-def remove_tree(path: str) -> None:
-    """Remove a directory tree of hutch's own, best effort, following no link.
-    Not shutil.rmtree: importing shutil (with bz2, lzma, zlib) would cost each
-    launch more than this walk."""
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            _remove(os.unlink, os.path.join(root, name))
-        for name in dirs:
-            entry = os.path.join(root, name)
-            _remove(os.unlink if os.path.islink(entry) else os.rmdir, entry)
-    _remove(os.rmdir, str(path))
-
-
-def _remove(remove: Callable[[str], None], path: str) -> None:
-    try:
-        remove(path)
-    except OSError:
-        pass  # gone already, or not ours to remove: `hutch gc` sweeps what is left
-
-
 def write_env_file(runtime_dir: str, plan: RunPlan) -> None:
     """Named values, shell-quoted, for the entrypoint to read (not argv, not metadata)."""
-    lines = [f"{v.name}={shell_quote(v.value)}" for v in plan.env if v.secret]
+    lines = [f"{v.name}={shlex.quote(v.value)}" for v in plan.env if v.secret]
     if not lines:
         return
     path = os.path.join(runtime_dir, "env")
@@ -408,7 +372,7 @@ def sweep_runtime_dirs(ws: Workspace) -> list[str]:
     for entry in os.scandir(base):
         if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
             if entry.name[len(prefix) :] not in live:
-                remove_tree(entry.path)
+                shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
     return removed
 
@@ -441,7 +405,7 @@ def record_session(ws: Workspace, plan: RunPlan, runtime_dir: str | None) -> str
     }
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(dumps(record))
+        handle.write(json.dumps(record))
     return path
 
 
@@ -451,7 +415,7 @@ def stale_records(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
     for name in _session_files(ws):
         path = os.path.join(ws.dirs.sessions(), name)
         try:
-            data = loads(read_text(path))
+            data = json.loads(read_text(path))
         except (OSError, ValueError):
             data = None
         if not isinstance(data, dict):  # unreadable or not a record: nothing to reap
@@ -472,7 +436,7 @@ def reap_stale(ws: Workspace) -> list[str]:
     for path, data in stale:
         runtime = data.get("runtime_dir")
         if isinstance(runtime, str) and os.path.basename(runtime).startswith(f"hutch-{os.getuid()}-"):
-            remove_tree(runtime)
+            shutil.rmtree(runtime, ignore_errors=True)
         _unlink(path)
     return names
 

@@ -16,9 +16,9 @@ Why: Python's start-up plus loading the configuration costs several times a
 from __future__ import annotations
 
 import os
+from hashlib import sha256
 
 from hutch import __version__
-from hutch.digest import sha256
 
 FORMAT = "hutch-stamp-1"
 # What else decides the answer: where config and state live, which engine.
@@ -64,13 +64,13 @@ def stamp_path(args: list[str], cwd: str) -> str:
 
 
 def write(
-    path: str, socket: str, tag: str, message: str, watched: list[tuple[str, str]]
+    path: str, daemon: str, tag: str, message: str, watched: list[tuple[str, str]]
 ) -> None:
     """Record an answer and what it depended on: (path, "file" or "exists") pairs.
 
     Best effort: without a stamp the next build takes the full path.
     """
-    fields = [FORMAT, socket, tag, message]
+    fields = [FORMAT, daemon, tag, message]
     for watched_path, kind in watched:
         fields += [kind, watched_path, _state(kind, watched_path)]
     if any("\0" in field for field in fields):
@@ -92,26 +92,24 @@ def check(path: str) -> tuple[str, str] | None:
         return None
     if len(fields) < 4 or fields[0] != FORMAT or (len(fields) - 4) % 3:
         return None
-    socket, tag, message = fields[1:4]
+    daemon, tag, message = fields[1:4]
     for at in range(4, len(fields), 3):
         kind, watched_path, recorded = fields[at : at + 3]
         if _state(kind, watched_path) != recorded:
             return None
-    if not image_exists(socket, tag):
+    if not image_exists(daemon, tag):
         return None
     return message, tag
 
 
-def image_exists(socket: str, tag: str) -> bool:
+def image_exists(daemon: str, tag: str) -> bool:
     """Ask the Docker daemon directly: what `docker image inspect TAG` would say."""
-    # _socket, the C module under socket: the socket module adds enums and
-    # selectors (~4 ms to import) that one request does not need.
-    import _socket
+    import socket
 
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(5)
-        sock.connect(socket)
+        sock.connect(daemon)
         sock.sendall(f"GET /images/{tag}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
         head = sock.recv(16)
     except OSError:

@@ -11,13 +11,13 @@ change to the file asks again. The user's own config and flags need no trust.
 from __future__ import annotations
 
 import os
+from hashlib import sha256
+from typing import TYPE_CHECKING
 
 from hutch.config.load import parse_file
 from hutch.config.schema import ConfigValue
-from hutch.digest import sha256
 from hutch.errors import ConfigError
 from hutch.paths import CONFIG_NAME, Dirs, home, read_bytes, read_text, replace_text
-from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

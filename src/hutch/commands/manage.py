@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hutch import session
 from hutch.agents import AgentDef, all_agents
-from hutch.engines import on_path
 from hutch.errors import EXIT_ENGINE, ConfigError, HutchError, UsageError
 from hutch.image.versions import LookupFailed, latest_version
 from hutch.paths import CONFIG_NAME
-from hutch.records import TYPE_CHECKING
 from hutch.session import Workspace
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def gc(ws: Workspace) -> int:
     from hutch import stamp
 
     # A cache: the next `hutch build` in each place writes its stamp again.
-    session.remove_tree(stamp.stamps_dir())
+    shutil.rmtree(stamp.stamps_dir(), ignore_errors=True)
     return 0
 
 
@@ -511,7 +511,7 @@ def _podman_checks(engine: Podman, checks: _Checks) -> bool:
     if rootless:
         report(len(uidmap) > 1, f"subordinate ID ranges for uid {os.getuid()} (keep-id maps you "
                "to the same uid inside)", SUBID_FIX)  # fmt: skip
-        slirp = on_path("slirp4netns") is not None
+        slirp = shutil.which("slirp4netns") is not None
         report(slirp, "slirp4netns present (network for --network open)",
                "sudo apt-get install slirp4netns")  # fmt: skip
         tun = os.access(TUN_DEVICE, os.R_OK | os.W_OK)

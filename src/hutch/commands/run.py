@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import session
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan
-from hutch.records import TYPE_CHECKING, NamedTuple
 from hutch.session import Workspace
 
 if TYPE_CHECKING:
@@ -81,7 +83,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             checks.masking,
         )  # fmt: skip
         if request.dry_run:
-            print(session.format_argv(ws.engine.run_argv(plan)))
+            print(shlex.join(ws.engine.run_argv(plan)))
             named = [f"{v.name}=<redacted>" for v in plan.env if v.secret]
             if named:
                 print(f"# env file /run/hutch/env: {' '.join(named)}")
@@ -104,7 +106,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         status = session.launch(ws, plan, recipe, runtime, egress)
     finally:
         denied = egress.finish() if egress is not None else 0
-        session.remove_tree(runtime)
+        # Best effort: what cannot be removed is left for `hutch gc`.
+        shutil.rmtree(runtime, ignore_errors=True)
         if launched:
             _report(ws, agent.name, session_id, uid, checks, status, denied)
     return status

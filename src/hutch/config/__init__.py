@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.config.load import Layer, Merged, merge, parse_file
 from hutch.config.schema import ConfigValue
 from hutch.paths import CONFIG_NAME, Dirs
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

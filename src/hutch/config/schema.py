@@ -7,9 +7,9 @@ can carry its origin for `hutch config show`.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.errors import ConfigError
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 ConfigValue = str | int | float | bool | tuple[str, ...]
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from typing import NamedTuple
 
 from hutch.engines.base import Engine
 from hutch.errors import EngineUnavailable, UsageError
-from hutch.jsontext import loads
 from hutch.paths import read_text
-from hutch.records import NamedTuple
 
 ENGINES = ("docker", "podman")
 DOCKER_SOCKET = "/var/run/docker.sock"
-
-
-def on_path(name: str) -> str | None:
-    """shutil.which, without importing shutil (and bz2, lzma) on every launch."""
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 class Choice(NamedTuple):
@@ -69,8 +61,8 @@ def detect() -> tuple[str, str]:
     Runs before every launch in auto mode, so it asks no engine anything: a
     connect to Docker's socket tells whether its daemon listens and lets us in.
     """
-    docker = on_path("docker")
-    podman = on_path("podman")
+    docker = shutil.which("docker")
+    podman = shutil.which("podman")
     docker_problem = "docker is not installed"
     if docker:
         docker_problem = _docker_problem()
@@ -107,11 +99,9 @@ def _docker_problem() -> str:
     path = docker_socket()
     if path is None:
         return ""  # configured on purpose; probing would cost a round trip
-    # _socket, the C module under socket: the socket module adds enums and
-    # selectors (~4 ms to import) that one connect on every launch does not need.
-    import _socket
+    import socket
 
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(2)
         sock.connect(path)
@@ -129,7 +119,7 @@ def _docker_problem() -> str:
 def _docker_context() -> str:
     """A non-default `docker context use` choice: Docker then is configured on purpose."""
     try:
-        data = loads(read_text(docker_config_file()))
+        data = json.loads(read_text(docker_config_file()))
     except (OSError, ValueError):
         return ""
     current = data.get("currentContext", "") if isinstance(data, dict) else ""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.errors import EngineUnavailable
-from hutch.jsontext import loads
 from hutch.plan import Mount, RunPlan
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -120,7 +120,7 @@ class Engine(ABC):
         result = self.call(["image", "inspect", "--format", "{{json .Config.Labels}}", tag])
         if not result.ok:
             return {}
-        labels = loads(result.stdout or "null") or {}
+        labels = json.loads(result.stdout or "null") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
     def containers(self, label: str = MANAGED) -> list[Container]:
@@ -134,7 +134,7 @@ class Engine(ABC):
         if not inspected.ok and not inspected.stdout.strip():
             return []
         found: list[Container] = []
-        for item in loads(inspected.stdout or "[]"):
+        for item in json.loads(inspected.stdout or "[]"):
             labels = item.get("Config", {}).get("Labels") or {}
             found.append(
                 Container(

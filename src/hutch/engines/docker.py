@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hutch import process
 from hutch.engines.base import BuildCommand, Engine, bind_mount_arg
 from hutch.errors import EngineUnavailable
 from hutch.plan import Mount, RunPlan
-from hutch.records import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

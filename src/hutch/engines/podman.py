@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import resource
+from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.engines.base import BuildCommand, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, SetupFailed
 from hutch.plan import Mount, RunPlan
-from hutch.records import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -7,11 +7,11 @@ recipe is reused without a build and a changed one gets a new tag.
 from __future__ import annotations
 
 import os
+from hashlib import sha256
+from typing import NamedTuple
 
 from hutch.agents import AgentDef
-from hutch.digest import sha256
 from hutch.paths import read_bytes
-from hutch.records import NamedTuple
 
 RECIPE_FORMAT = "1"
 

@@ -7,14 +7,14 @@ the pin, which changes the recipe hash and reruns only the agent layer.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from typing import NamedTuple
 
 from hutch.agents import AgentDef, registry_name
 from hutch.config.schema import matches
-from hutch.jsontext import loads
 from hutch.paths import read_text, replace_text
-from hutch.records import NamedTuple
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 PYPI_INDEX = "https://pypi.org/pypi"
@@ -99,7 +99,7 @@ class Pins:
 
     def _load(self) -> dict[str, object]:
         try:
-            data = loads(read_text(self.path))
+            data = json.loads(read_text(self.path))
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}

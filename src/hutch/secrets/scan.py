@@ -18,8 +18,7 @@ called ``.env`` is not hidden whole; user patterns follow the rules above.
 from __future__ import annotations
 
 import os
-
-from hutch.records import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import re

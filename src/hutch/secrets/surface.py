@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
-
-from hutch.digest import sha256
-from hutch.jsontext import loads
-from hutch.records import TYPE_CHECKING, NamedTuple
+from hashlib import sha256
+from typing import TYPE_CHECKING, NamedTuple
 
 PROTECTED_PATHS: tuple[str, ...] = (
     # Git runs these on the host: hooks on commit/checkout/merge, and config
@@ -51,12 +49,11 @@ PROTECTED_PATHS: tuple[str, ...] = (
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from typing import Literal, TypeVar
+    from typing import Literal
 
     SurfaceKind = Literal["hook", "autorun"]
     ChangeKind = Literal["hook", "autorun", "setuid", "foreign-owner", "link-outside", "executable"]
     EntryType = Literal["file", "dir", "link", "other"]
-    _T = TypeVar("_T")
 
 # Most dangerous first; format_changes sorts by this.
 _RANK: dict[str, int] = {
@@ -73,8 +70,6 @@ _HOOK_PATHS = frozenset({".git/hooks", ".husky"})
 _VENDORED = frozenset({"node_modules", ".venv", "venv", "vendor", "site-packages", ".tox"})
 _SETID = stat.S_ISUID | stat.S_ISGID
 _EXEC = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-_FORMAT = "hutch-surface-snapshot"
-_VERSION = 1
 
 
 
@@ -280,8 +275,6 @@ class Entry(NamedTuple):
 
 
 _TYPE_OF: dict[int, EntryType] = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link"}
-_TYPE_CODES: dict[str, EntryType] = {"f": "file", "d": "dir", "l": "link", "o": "other"}
-_CODE_OF: dict[str, str] = {v: k for k, v in _TYPE_CODES.items()}
 
 
 class Snapshot(NamedTuple):
@@ -292,100 +285,6 @@ class Snapshot(NamedTuple):
     uid: int
     entries: Mapping[str, Entry]
     skipped: tuple[str, ...] = ()
-
-    def to_json(self) -> str:
-        """A compact, column-wise JSON document (a list per field, the rare
-        fields as [index, value] pairs), several times faster to write and read
-        than one object per path."""
-        paths = sorted(self.entries)
-        rows = [self.entries[p] for p in paths]
-        sparse = {
-            field: [[i, getattr(e, field)] for i, e in enumerate(rows) if getattr(e, field) is not None]
-            for field in ("sha256", "target", "surface")
-        }
-        doc = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "root": self.root,
-            "uid": self.uid,
-            "skipped": list(self.skipped),
-            "paths": paths,
-            "types": "".join(_CODE_OF[e.type] for e in rows),
-            "modes": [e.mode for e in rows],
-            "uids": [e.uid for e in rows],
-            "sizes": [e.size for e in rows],
-            "mtimes": [e.mtime_ns for e in rows],
-            **sparse,
-        }
-        # ensure_ascii keeps undecodable file names (lone surrogates) round-tripping.
-        import json
-
-        return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> Snapshot:
-        """Parse :meth:`to_json` output; ValueError if it is not one."""
-        data: object = loads(text)
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError("not a hutch surface snapshot")
-        if data.get("version") != _VERSION:
-            raise ValueError(f"unsupported snapshot version {data.get('version')!r}")
-        paths = _column(data, "paths", str)
-        types = data.get("types")
-        if not isinstance(types, str) or not set(types) <= _TYPE_CODES.keys():
-            raise ValueError("snapshot field 'types' is malformed")
-        columns = [_column(data, name, int) for name in ("modes", "uids", "sizes", "mtimes")]
-        if any(len(c) != len(paths) for c in [types, *columns]):
-            raise ValueError("snapshot columns differ in length")
-        rows = [Entry(_TYPE_CODES[t], m, u, s, mt) for t, m, u, s, mt in zip(types, *columns, strict=True)]
-        for i, sha in _pairs(data, "sha256", len(rows)):
-            rows[i] = rows[i]._replace(sha256=_str(sha))
-        for i, target in _pairs(data, "target", len(rows)):
-            rows[i] = rows[i]._replace(target=_str(target))
-        for i, kind in _pairs(data, "surface", len(rows)):
-            if kind not in ("hook", "autorun"):
-                raise ValueError(f"snapshot surface kind {kind!r} is unknown")
-            rows[i] = rows[i]._replace(surface=kind)
-        return cls(
-            root=_str(data.get("root")),
-            uid=_int(data.get("uid")),
-            entries=dict(zip(paths, rows, strict=True)),
-            skipped=tuple(_column(data, "skipped", str)),
-        )
-
-
-def _column(data: dict[str, object], name: str, kind: type[_T]) -> list[_T]:
-    column = data.get(name)
-    # bool is an int subclass; `type(...) is` keeps true/false out of int columns.
-    if not isinstance(column, list) or not all(type(v) is kind for v in column):
-        raise ValueError(f"snapshot field {name!r} is malformed")
-    return column
-
-
-def _pairs(data: dict[str, object], name: str, size: int) -> list[tuple[int, object]]:
-    pairs = data.get(name)
-    if not isinstance(pairs, list):
-        raise ValueError(f"snapshot field {name!r} is malformed")
-    out: list[tuple[int, object]] = []
-    for pair in pairs:
-        if not isinstance(pair, list) or len(pair) != 2 or type(pair[0]) is not int:
-            raise ValueError(f"snapshot field {name!r} is malformed")
-        if not 0 <= pair[0] < size:
-            raise ValueError(f"snapshot field {name!r} is malformed")
-        out.append((pair[0], pair[1]))
-    return out
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer in snapshot, got {value!r}")
-    return value
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string in snapshot, got {value!r}")
-    return value
 
 
 def snapshot(root: str | os.PathLike[str], uid: int) -> Snapshot:

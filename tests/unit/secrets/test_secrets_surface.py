@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -12,7 +11,6 @@ from hutch.secrets.surface import (
     PROTECTED_PATHS,
     Change,
     ProtectedSurface,
-    Snapshot,
     diff,
     format_changes,
     protected_present,
@@ -390,60 +388,6 @@ def test_foreign_owner_after_chown(tmp_path: Path) -> None:
     base_project(tmp_path)
     changes = session(tmp_path, lambda: os.chown(tmp_path / "src/main.py", 12345, -1))
     assert changes == (Change("foreign-owner", "src/main.py", f"owned by uid 12345, not {UID}"),)
-
-
-# --------------------------------------------------------------------------
-# JSON round trip
-
-
-def test_snapshot_json_round_trip(tmp_path: Path) -> None:
-    base_project(tmp_path)
-    touch(tmp_path, "a\nb.txt")
-    with open(os.fsencode(tmp_path) + b"/\xff.bin", "wb"):
-        pass
-    snap = snapshot(tmp_path, UID)
-    text = snap.to_json()
-    assert text.isascii()
-    again = Snapshot.from_json(text)
-    assert again == snap
-    assert (
-        again.entries[".git/hooks/pre-commit.sample"].sha256
-        == snap.entries[".git/hooks/pre-commit.sample"].sha256
-    )
-    assert again.entries["old-link"].target == "/etc/hosts"
-    assert again.entries[".envrc"].surface == "autorun"
-    assert diff(again, snap, tmp_path) == ()
-
-
-def test_diff_against_a_stored_snapshot_finds_a_hook(tmp_path: Path) -> None:
-    base_project(tmp_path)
-    stored = snapshot(tmp_path, UID).to_json()
-    touch(tmp_path, ".git/hooks/post-merge", b"#!/bin/sh\n", 0o755)
-    changes = diff(Snapshot.from_json(stored), snapshot(tmp_path, UID), tmp_path)
-    assert kinds(changes) == [("hook", ".git/hooks/post-merge")]
-
-
-@pytest.mark.parametrize(
-    "mutate",
-    [
-        lambda d: d.update(format="something-else"),
-        lambda d: d.update(version=99),
-        lambda d: d.update(modes=[True] * len(d["modes"])),
-        lambda d: d.update(uids=d["uids"][:-1]),
-        lambda d: d.update(types="z" * len(d["types"])),
-        lambda d: d.update(surface=[[0, "rootkit"]]),
-        lambda d: d.update(sha256=[[10**6, "00"]]),
-        lambda d: d.pop("paths"),
-    ],
-)
-def test_from_json_rejects_malformed_documents(
-    tmp_path: Path, mutate: Callable[[dict[str, list[object]]], object]
-) -> None:
-    base_project(tmp_path)
-    doc = json.loads(snapshot(tmp_path, UID).to_json())
-    mutate(doc)
-    with pytest.raises(ValueError):
-        Snapshot.from_json(json.dumps(doc))
 
 
 # --------------------------------------------------------------------------
