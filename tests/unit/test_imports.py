@@ -16,7 +16,6 @@ from pathlib import Path
 
 NOT_BEFORE_LAUNCH = (
     "asyncio",  # the egress proxy, started while the engine creates the container
-    "hutch.egress.proxy",
     "ssl",  # registry lookups and the proxy's TLS checks
     "http.client",
     "urllib.request",
