@@ -47,7 +47,3 @@ class SetupFailed(HutchError):
     """The sandbox could not be set up before the command started."""
 
     exit_code = EXIT_SETUP
-
-
-class Interrupted(HutchError):
-    exit_code = EXIT_INTERRUPTED

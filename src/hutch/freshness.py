@@ -29,26 +29,14 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
-    from hutch.config import Settings
-    from hutch.session import Workspace
+    from hutch.workspace import Workspace
 
     Lookup = Callable[[AgentDef], str]
 
-# Config key (days; 0 turns the notice and its lookups off) and its default.
-CONFIG_KEY = "image.update_check_days"
-DEFAULT_DAYS = 7
 DAY = 86400.0
 LOOKUP_TIMEOUT = 10.0
 # How long a finished session waits for a lookup still in flight before hutch exits.
 EXIT_WAIT = 3.0
-
-
-
-def max_age_days(settings: Settings) -> int:
-    value = settings.merged.values.get(CONFIG_KEY, DEFAULT_DAYS)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return DEFAULT_DAYS
-    return value
 
 
 def notice(agent: str, pin: Pin, now: float, days: int) -> str | None:
@@ -81,6 +69,7 @@ def _registry_lookup(agent: AgentDef) -> str:
 def check(
     pins: Pins,
     agent: AgentDef,
+    *,
     days: int,
     say: Callable[[str], None],
     now: float | None = None,
@@ -105,11 +94,11 @@ def check(
     except OSError:
         # Without the stamp every start would ask again: better not to ask at all.
         return None
-    return _start(pins, agent, lookup, stamp, wait_at_exit)
+    return _start(pins, agent, lookup=lookup, stamp=stamp, wait_at_exit=wait_at_exit)
 
 
 def _start(
-    pins: Pins, agent: AgentDef, lookup: Lookup, stamp: float, wait_at_exit: float
+    pins: Pins, agent: AgentDef, *, lookup: Lookup, stamp: float, wait_at_exit: float
 ) -> threading.Thread:
     import atexit
     import threading
@@ -139,4 +128,5 @@ def _start(
 
 def on_run(ws: Workspace, agent: AgentDef) -> threading.Thread | None:
     """The run path's one call: maybe a notice line, maybe a background lookup."""
-    return check(ws.pins, agent, max_age_days(ws.settings), ws.say)
+    # [image] update_check_days; 0 turns the notice and its lookups off.
+    return check(ws.pins, agent, days=ws.settings.update_check_days, say=ws.say)

@@ -29,7 +29,6 @@ class Dirs(NamedTuple):
     config: str
     data: str
     state: str
-    cache: str
 
     @classmethod
     def from_env(cls) -> Dirs:
@@ -37,7 +36,6 @@ class Dirs(NamedTuple):
             config=os.path.join(_xdg("XDG_CONFIG_HOME", ".config"), "hutch"),
             data=os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "hutch"),
             state=os.path.join(_xdg("XDG_STATE_HOME", ".local/state"), "hutch"),
-            cache=os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "hutch"),
         )
 
     @property

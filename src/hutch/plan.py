@@ -179,6 +179,7 @@ def build_run_plan(
     settings: Settings,
     agent: AgentDef,
     host: HostFacts,
+    *,
     image: str,
     session: str,
     command: tuple[str, ...],

@@ -30,6 +30,7 @@ class Result(NamedTuple):
 
 def capture(
     argv: Sequence[str],
+    *,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     stdin_text: str | None = None,
@@ -81,6 +82,7 @@ def stream(
 def foreground(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
+    *,
     own_group: bool,
     on_signal: Callable[[int], None],
     grace: float = 10.0,
@@ -196,6 +198,7 @@ def fork_unprivileged(
     uid: int,
     gid: int,
     workdir: str,
+    *,
     ready_timeout: float = 10.0,
 ) -> int:
     """Run a service in a forked child that gives up root before it starts.

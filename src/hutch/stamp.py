@@ -64,7 +64,7 @@ def stamp_path(args: list[str], cwd: str) -> str:
 
 
 def write(
-    path: str, daemon: str, tag: str, message: str, watched: list[tuple[str, str]]
+    path: str, *, daemon: str, tag: str, message: str, watched: list[tuple[str, str]]
 ) -> None:
     """Record an answer and what it depended on: (path, "file" or "exists") pairs.
 

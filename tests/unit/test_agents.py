@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from hutch.agents import BUILTIN, AgentDef, all_agents, custom_agent, registry_name, resolve
-from hutch.config import load_settings, settings_from
+from hutch.config import load_settings
 from hutch.config.load import merge, parse_mapping
 from hutch.config.schema import ConfigValue
 from hutch.egress.policy import parse_allow_entry
 from hutch.errors import ConfigError, UsageError
-from hutch.freshness import CONFIG_KEY, DAY, DEFAULT_DAYS, check, lookup_due, max_age_days, notice
+from hutch.freshness import DAY, check, lookup_due, notice
 from hutch.image.recipe import agent_install_line
 from hutch.image.versions import (
     LookupFailed,
@@ -343,7 +343,7 @@ class Lookups:
 def run_check(pins: Pins, lookup: Lookups, now: float, agent: AgentDef = BUILTIN["claude"],
               days: int = 7) -> list[str]:  # fmt: skip
     said: list[str] = []
-    thread = check(pins, agent, days, said.append, now=now, lookup=lookup, wait_at_exit=0)
+    thread = check(pins, agent, days=days, say=said.append, now=now, lookup=lookup, wait_at_exit=0)
     if thread is not None:
         thread.join(5)
         assert not thread.is_alive()
@@ -423,11 +423,13 @@ def test_check_survives_an_unwritable_state(tmp_path: Path) -> None:
     assert lookup.calls == []  # no stamp, no lookup: else every start would ask
 
 
-def test_max_age_days_from_config(tmp_path: Path) -> None:
-    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
-    assert max_age_days(load_settings(d, str(tmp_path))) == DEFAULT_DAYS
-    defaults = merge([])
-    for value, expected in ((3, 3), (0, 0), (-1, DEFAULT_DAYS), ("7", DEFAULT_DAYS), (True, DEFAULT_DAYS)):
-        values: dict[str, ConfigValue] = {**defaults.values, CONFIG_KEY: value}
-        settings = settings_from(defaults._replace(values=values))
-        assert max_age_days(settings) == expected
+def test_update_check_days_from_config(tmp_path: Path) -> None:
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s")))
+    assert load_settings(d, str(tmp_path)).update_check_days == 7
+    (tmp_path / "hutch.toml").write_text("[image]\nupdate_check_days = 0\n")
+    assert load_settings(d, str(tmp_path)).update_check_days == 0
+    for bad in ("-1", '"7"', "true"):
+        (tmp_path / "hutch.toml").write_text(f"[image]\nupdate_check_days = {bad}\n")
+        with pytest.raises(ConfigError, match="update_check_days"):
+            load_settings(d, str(tmp_path))
+

@@ -11,7 +11,7 @@ from hutch.paths import Dirs
 
 
 def dirs(tmp_path: Path) -> Dirs:
-    return Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    return Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s")))
 
 
 def write(path: Path, text: str) -> Path:
@@ -153,3 +153,20 @@ unmask = [".env.example"]
     s = load_settings(dirs(tmp_path), project)
     assert s.pids == 1024 and s.memory == "4g" and s.caches == ("npm", "pip")
     assert s.mounts == ("~/datasets:/data:ro",)
+
+
+def test_every_schema_key_has_its_settings_field() -> None:
+    from hutch.config import Settings
+    from hutch.config.schema import SCHEMA
+
+    fields = [key.field(name) for name, key in SCHEMA.items()]
+    assert len(set(fields)) == len(fields), "two keys share a Settings field"
+    assert set(Settings._fields) - {"custom_agents", "merged"} == set(fields)
+
+
+def test_settings_carry_each_value_under_its_field(tmp_path: Path) -> None:
+    from hutch.config.schema import SCHEMA
+
+    settings = load_settings(dirs(tmp_path), str(tmp_path))
+    for name, key in SCHEMA.items():
+        assert getattr(settings, key.field(name)) == settings.merged.values[name], name

@@ -24,8 +24,10 @@ NOT_BEFORE_LAUNCH = (
     "subprocess",  # engine calls; the sandbox itself is spawned by hutch.process
     "tomllib",  # only when a config file exists
     "difflib",  # only to suggest a key in a config error
-    "hutch.image.build",
-    "hutch.commands.manage",
+    "hutch.commands.images",  # the other commands
+    "hutch.commands.sessions",
+    "hutch.commands.config",
+    "hutch.commands.doctor",
 )
 
 DRIVER = """\

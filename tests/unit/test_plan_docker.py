@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 
 from hutch.agents import BUILTIN
-from hutch.config import load_settings
+from hutch.config import Settings, load_settings
 from hutch.config.load import Layer
 from hutch.engines.base import csv_field
 from hutch.engines.docker import Docker
 from hutch.errors import UsageError
 from hutch.paths import Dirs
 from hutch.plan import (
+    NO_MASKING,
     HostFacts,
     Identity,
     Masking,
+    RunPlan,
     build_run_plan,
     parse_mount,
     passwd_entries,
@@ -48,8 +50,13 @@ def settings(tmp_path: Path, toml: str = "", flags: Layer | None = None):  # typ
     project = tmp_path / "proj"
     project.mkdir(exist_ok=True)
     (project / "hutch.toml").write_text(toml)
-    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s")))
     return load_settings(d, str(project), flags)
+
+
+def plan_for(s: Settings, host: HostFacts, masking: Masking = NO_MASKING) -> RunPlan:
+    return build_run_plan(s, BUILTIN["claude"], host, image="i", session="s", command=("x",),
+                          interactive=True, tty=False, masking=masking)  # fmt: skip
 
 
 def argv_for(tmp_path: Path, toml: str = "", **kw: object) -> list[str]:
@@ -58,9 +65,9 @@ def argv_for(tmp_path: Path, toml: str = "", **kw: object) -> list[str]:
         s,
         BUILTIN["claude"],
         facts("/src/my proj", **kw),  # type: ignore[arg-type]
-        "hutch-claude:abc",
-        "s1",
-        ("claude", "--dangerously-skip-permissions"),
+        image="hutch-claude:abc",
+        session="s1",
+        command=("claude", "--dangerously-skip-permissions"),
         interactive=True,
         tty=False,
     )
@@ -98,22 +105,17 @@ def test_golden_mounts(tmp_path: Path) -> None:
 
 def test_workspace_workdir_and_cwd(tmp_path: Path) -> None:
     s = settings(tmp_path, '[sandbox]\nworkdir = "/workspace"\n')
-    plan = build_run_plan(
-        s, BUILTIN["claude"], facts("/src/p", cwd="/src/p/a/b"), "img", "s", ("true",), True, False
-    )
+    plan = plan_for(s, facts("/src/p", cwd="/src/p/a/b"))
     assert plan.workdir == "/workspace/a/b"
     assert plan.mounts[0].source == "/src/p" and plan.mounts[0].target == "/workspace"
-    host = build_run_plan(
-        settings(tmp_path), BUILTIN["claude"], facts("/src/p", cwd="/src/p/a"), "img", "s", ("true",),
-        True, False,
-    )  # fmt: skip
+    host = plan_for(settings(tmp_path), facts("/src/p", cwd="/src/p/a"))
     assert host.workdir == "/src/p/a"
 
 
 def test_odd_project_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
     s = settings(tmp_path)
     odd = "/src/a,b:c=d\"e"
-    plan = build_run_plan(s, BUILTIN["claude"], facts(odd), "img", "s", ("true",), True, False)
+    plan = plan_for(s, facts(odd))
     arg = Docker().mount_arg(plan.mounts[0])
     assert arg == 'type=bind,"source=/src/a,b:c=d""e","target=/src/a,b:c=d""e"'
     assert csv_field("plain") == "plain"
@@ -122,9 +124,7 @@ def test_odd_project_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
 
 def test_secret_env_values_never_in_argv(tmp_path: Path) -> None:
     s = settings(tmp_path, '[sandbox]\nenv = ["SECRET_TOKEN", "LANG", "LITERAL=value1", "MISSING"]\n')
-    plan = build_run_plan(
-        s, BUILTIN["claude"], facts("/p", runtime="/run/x"), "img", "s", ("true",), True, False
-    )
+    plan = plan_for(s, facts("/p", runtime="/run/x"))
     argv = Docker().run_argv(plan)
     joined = " ".join(argv)
     # Neither values nor names: named variables travel in the session's env file.
@@ -138,10 +138,10 @@ def test_secret_env_values_never_in_argv(tmp_path: Path) -> None:
 
 
 def test_env_file_is_private_and_quoted(tmp_path: Path) -> None:
-    from hutch.session import write_env_file
+    from hutch.sessions import write_env_file
 
     s = settings(tmp_path, '[sandbox]\nenv = ["ODD=it\'s $(x) `y`"]\n')
-    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "img", "s", ("true",), True, False)
+    plan = plan_for(s, facts("/p"))
     runtime = tmp_path / "rt"
     runtime.mkdir()
     write_env_file(runtime, plan)
@@ -156,7 +156,7 @@ def test_env_file_is_private_and_quoted(tmp_path: Path) -> None:
 
 
 def test_unnamed_host_env_never_passed(tmp_path: Path) -> None:
-    plan = build_run_plan(settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    plan = plan_for(settings(tmp_path), facts("/p"))
     names = {v.name for v in plan.env}
     assert "SECRET_TOKEN" not in names and "LANG" not in names
     assert names >= {"HOME", "USER", "HUTCH_SESSION", "IS_SANDBOX"}
@@ -164,12 +164,10 @@ def test_unnamed_host_env_never_passed(tmp_path: Path) -> None:
 
 def test_open_network_and_proxy_env(tmp_path: Path) -> None:
     s = settings(tmp_path, '[network]\nmode = "open"\n')
-    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    plan = plan_for(s, facts("/p"))
     assert plan.network == "bridge"
     allow = settings(tmp_path)
-    plan = build_run_plan(
-        allow, BUILTIN["claude"], facts("/p", runtime="/run/x"), "i", "s", ("x",), True, False
-    )
+    plan = plan_for(allow, facts("/p", runtime="/run/x"))
     assert plan.network == "none"
     env = {v.name: v.value for v in plan.env}
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128" and env["no_proxy"].startswith("localhost")
@@ -178,9 +176,7 @@ def test_open_network_and_proxy_env(tmp_path: Path) -> None:
 
 def test_masking_mounts_are_readonly(tmp_path: Path) -> None:
     masking = Masking(files=(".env",), dirs=(".ssh",), readonly=(".git/hooks",))
-    plan = build_run_plan(
-        settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False, masking
-    )
+    plan = plan_for(settings(tmp_path), facts("/p"), masking=masking)
     by_target = {m.target: m for m in plan.mounts}
     assert by_target["/p/.env"].source == "/data/empty/file" and by_target["/p/.env"].readonly
     assert by_target["/p/.ssh"].source == "/data/empty/dir" and by_target["/p/.ssh"].readonly
@@ -191,13 +187,11 @@ def test_masking_mounts_are_readonly(tmp_path: Path) -> None:
 
 def test_host_auth_mounts_agent_state(tmp_path: Path) -> None:
     s = settings(tmp_path, '[sandbox]\nauth = "host"\n')
-    plan = build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+    plan = plan_for(s, facts("/p"))
     targets = {m.target: m.source for m in plan.mounts}
     assert targets["/home/hutch/.claude"] == "/home/alice/.claude"
     assert targets["/home/hutch/.claude.json"] == "/home/alice/.claude.json"
-    isolated = build_run_plan(
-        settings(tmp_path), BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False
-    )
+    isolated = plan_for(settings(tmp_path), facts("/p"))
     assert not any(m.source.startswith("/home/alice") for m in isolated.mounts)
 
 
@@ -225,7 +219,7 @@ def test_parse_mount_rejects(spec: str) -> None:
 def test_engine_socket_mount_refused(tmp_path: Path) -> None:
     s = settings(tmp_path, '[sandbox]\nmounts = ["/var/run/docker.sock:/sock"]\n')
     with pytest.raises(UsageError, match="engine socket"):
-        build_run_plan(s, BUILTIN["claude"], facts("/p"), "i", "s", ("x",), True, False)
+        plan_for(s, facts("/p"))
 
 
 def test_passwd_entries() -> None:

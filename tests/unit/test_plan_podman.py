@@ -50,7 +50,7 @@ def settings(tmp_path: Path, toml: str = "") -> Settings:
     project = tmp_path / "proj"
     project.mkdir(exist_ok=True)
     (project / "hutch.toml").write_text(toml)
-    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    d = Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s")))
     return load_settings(d, project, None)
 
 
@@ -59,9 +59,9 @@ def plan_for(tmp_path: Path, toml: str = "", project: str = "/src/my proj") -> R
         settings(tmp_path, toml),
         BUILTIN["claude"],
         facts(project),
-        "hutch-claude:abc",
-        "s1",
-        ("claude", "--dangerously-skip-permissions"),
+        image="hutch-claude:abc",
+        session="s1",
+        command=("claude", "--dangerously-skip-permissions"),
         interactive=True,
         tty=False,
     )
@@ -209,7 +209,7 @@ def test_env_name_that_podman_would_expand_is_refused(tmp_path: Path) -> None:
 
 def test_build_command() -> None:
     cmd = Podman(host=ROOTLESS_V2).build_command(
-        "hutch-claude:abc", "/ctx", {"io.hutch.recipe": "d1"}, no_cache=True, buildkit=False
+        "hutch-claude:abc", "/ctx", labels={"io.hutch.recipe": "d1"}, no_cache=True, buildkit=False
     )
     assert cmd.argv == ("podman", "build", "--format", "docker", "--tag", "hutch-claude:abc",
                         "--label", "io.hutch.recipe=d1", "--no-cache", "/ctx")  # fmt: skip

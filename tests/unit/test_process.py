@@ -19,7 +19,7 @@ def send():
 timer = threading.Timer({delay}, send)
 timer.daemon = True
 timer.start()
-status, first = foreground({argv!r}, None, True, cleaned.append, grace={grace})
+status, first = foreground({argv!r}, None, own_group=True, on_signal=cleaned.append, grace={grace})
 print(status, first, cleaned)
 """
 

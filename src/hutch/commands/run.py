@@ -1,4 +1,10 @@
-"""run, exec and shell: one sandbox, three ways in."""
+"""run, exec and shell: one sandbox, three ways in.
+
+The order of a session: check the project and its config, make sure the image
+exists, scan the project (what to mask, what to keep read-only), prepare the
+runtime directory and the egress proxy, plan the sandbox, launch it in the
+foreground, then stop the proxy, clean up and report what changed.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,18 @@ import shutil
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
-from hutch import session
+from hutch import images, process, sessions
+from hutch.errors import SetupFailed
+from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan
-from hutch.session import Workspace
+from hutch.workspace import Workspace, check_mount_sources, check_project
 
 if TYPE_CHECKING:
+    from hutch.egress.session import SessionEgress
     from hutch.guard import Guard
+    from hutch.image.recipe import Recipe
+    from hutch.plan import Masking, RunPlan
 
 
 class RunRequest(NamedTuple):
@@ -28,24 +39,14 @@ class RunRequest(NamedTuple):
     no_mask: bool
 
 
-def _warn_once(ws: Workspace, key: str, message: str) -> None:
-    """A warning about how this machine is set up: said once per user, even with -q;
-    the launch summary repeats the gist every time."""
-    marker = os.path.join(ws.dirs.state, "warned", key)
-    if os.path.exists(marker):
-        return
-    ws.warn(message)
-    touch_in(marker)
-
-
 def execute(ws: Workspace, request: RunRequest) -> int:
     from hutch import freshness, guard, trust
 
     agent = ws.agent(request.agent)
-    session.check_project(ws, request.force)
+    check_project(ws, force=request.force)
     trust.check(ws.dirs, ws.project, ws.settings.merged.origins)
-    session.check_mount_sources(ws)
-    recipe = session.recipe_for(ws, agent)
+    check_mount_sources(ws)
+    recipe = images.recipe_for(ws, agent)
     attached = sys.stdin.isatty() and sys.stdout.isatty()
     tty = attached if request.tty is None else request.tty
     interactive = True if request.interactive is None else request.interactive
@@ -54,14 +55,14 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     else:
         command = (agent.command, *agent.run_args, *request.user_args)
     if not request.dry_run:
-        session.ensure_image(ws, recipe)
+        images.ensure_image(ws, recipe)
         freshness.on_run(ws, agent)
-    session_id = session.new_session_id()
+    session_id = sessions.new_session_id()
     uid = os.getuid()
     checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)
     for warning in checks.warnings:
         ws.warn(warning)
-    runtime = session.make_runtime_dir(session_id)
+    runtime = sessions.make_runtime_dir(session_id)
     egress = None
     launched = False
     status = 1
@@ -77,10 +78,10 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 audit=audit_path(ws.dirs.state, session_id),
                 session=session_id,
             )
-        facts = session.host_facts(ws, agent, str(runtime))
+        facts = host_facts(ws, agent, runtime_dir=runtime)
         plan = build_run_plan(
-            ws.settings, agent, facts, recipe.tag, session_id, command, interactive, tty,
-            checks.masking,
+            ws.settings, agent, facts, image=recipe.tag, session=session_id, command=command,
+            interactive=interactive, tty=tty, masking=checks.masking,
         )  # fmt: skip
         if request.dry_run:
             print(shlex.join(ws.engine.run_argv(plan)))
@@ -88,7 +89,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             if named:
                 print(f"# env file /run/hutch/env: {' '.join(named)}")
             return 0
-        session.write_env_file(runtime, plan)
+        sessions.write_env_file(runtime, plan)
         for note in plan.notes:
             ws.say(note)
         home = ws.dirs.agent_home(agent.name)
@@ -96,39 +97,120 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             # A fresh agent home: the agent will ask to log in.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
-        summary = session.describe(plan, checks.masking, allow_count)
+        summary = describe(plan, checks.masking, allow_count)
         gap = ws.engine.limits_gap(plan)
         if gap is not None:
             summary += f" | {gap.summary}"
             _warn_once(ws, "limits-gap", gap.warning)
         ws.say(summary)
         launched = True
-        status = session.launch(ws, plan, recipe, runtime, egress)
+        status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress)
     finally:
         denied = egress.finish() if egress is not None else 0
         # Best effort: what cannot be removed is left for `hutch gc`.
         shutil.rmtree(runtime, ignore_errors=True)
         if launched:
-            _report(ws, agent.name, session_id, uid, checks, status, denied)
+            _report(ws, checks, agent=agent.name, session=session_id, uid=uid, status=status,
+                    denied=denied)  # fmt: skip
+    return status
+
+
+def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
+    """The one line that says what the sandbox holds, before it starts."""
+    project = plan.mounts[0]
+    network = {
+        "allowlist": f"allowlist ({allow_count} hosts)",
+        "open": "open",
+        "none": "none",
+    }[plan.egress]
+    parts = [f"session {plan.session}", f"project {project.source} -> {project.target}"]
+    parts.append(f"network {network}")
+    masked = len(masking.files) + len(masking.dirs)
+    parts.append(f"{masked} secret file{'s' if masked != 1 else ''} masked")
+    return " | ".join(parts)
+
+
+def _warn_once(ws: Workspace, key: str, message: str) -> None:
+    """A warning about how this machine is set up: said once per user, even with -q;
+    the launch summary repeats the gist every time."""
+    marker = os.path.join(ws.dirs.state, "warned", key)
+    if os.path.exists(marker):
+        return
+    ws.warn(message)
+    touch_in(marker)
+
+
+def launch(
+    ws: Workspace,
+    plan: RunPlan,
+    recipe: Recipe,
+    *,
+    runtime_dir: str | None = None,
+    egress: SessionEgress | None = None,
+) -> int:
+    """Start the sandbox in the foreground and pass its exit status through."""
+    engine = ws.engine
+    own_group = not plan.tty
+    env = engine.client_env(plan, os.environ)
+    cleaned: list[bool] = []
+    records: list[str] = []
+
+    def cleanup(_signum: int) -> None:
+        if not cleaned:
+            cleaned.append(True)
+            engine.remove([plan.name])
+
+    def started() -> None:
+        # This runs while the engine creates the container, off the launch's
+        # critical path. The proxy first: the entrypoint waits for its socket.
+        if egress is not None:
+            egress.start()
+        if not records:
+            sessions.reap_stale(ws.dirs, engine)
+            records.append(sessions.record_session(
+                ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
+            ))  # fmt: skip
+
+    def run() -> tuple[int, int | None]:
+        return process.foreground(engine.run_argv(plan), env, own_group=own_group, on_signal=cleanup,
+                                  on_started=started)  # fmt: skip
+
+    try:
+        status, signum = run()
+        if status == 125 and signum is None and not engine.image_id(plan.image):
+            # The image went away behind hutch's back (pruned): build it and retry once.
+            images.forget_image(ws, recipe)
+            images.ensure_image(ws, recipe)
+            if egress is not None:
+                egress.finish()
+            status, signum = run()
+    except FileNotFoundError as err:
+        raise SetupFailed(
+            f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
+        ) from err
+    finally:
+        for record in records:
+            sessions.remove_record(record)
     return status
 
 
 def _report(
-    ws: Workspace, agent: str, session_id: str, uid: int, checks: Guard, status: int, denied: int
+    ws: Workspace, checks: Guard, *, agent: str, session: str, uid: int, status: int, denied: int
 ) -> None:
+    """After the session: what changed in the host-executed surface, what was denied."""
     from hutch import guard
     from hutch.secrets.surface import format_changes
 
     changes = guard.after(ws.project, uid, checks)
-    guard.write_record(ws.dirs.state, session_id, ws.project, agent, checks, changes, status)
+    guard.write_record(ws.dirs.state, session, ws.project, agent, checks, changes, status)
     if changes:
         ws.warn(
             "the session changed files that the host may run later:\n"
             + format_changes(changes)
-            + f"\n  review them; `hutch audit {session_id}` keeps the list"
+            + f"\n  review them; `hutch audit {session}` keeps the list"
         )
     if denied:
         ws.warn(
-            f"{denied} connection(s) were denied; `hutch audit {session_id}` "
+            f"{denied} connection(s) were denied; `hutch audit {session}` "
             "lists them and what would allow them"
         )

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.config.load import Layer, Merged, merge, parse_file
-from hutch.config.schema import ConfigValue
+from hutch.config.schema import SCHEMA, ConfigValue
 from hutch.paths import CONFIG_NAME, Dirs
 
 if TYPE_CHECKING:
@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 
 class Settings(NamedTuple):
+    """The effective settings: one attribute per key of the schema (see
+    Key.field), each validated by it, and where each value came from."""
+
+    version: int
     agent: str
     engine: str
     base: str
@@ -21,6 +25,7 @@ class Settings(NamedTuple):
     npm: tuple[str, ...]
     pip: tuple[str, ...]
     ca_certificates: str | tuple[str, ...]
+    update_check_days: int
     workdir: str
     env: tuple[str, ...]
     mounts: tuple[str, ...]
@@ -38,49 +43,10 @@ class Settings(NamedTuple):
     merged: Merged
 
 
-def _s(values: Mapping[str, ConfigValue], key: str) -> str:
-    value = values[key]
-    assert isinstance(value, str)
-    return value
-
-
-def _t(values: Mapping[str, ConfigValue], key: str) -> tuple[str, ...]:
-    value = values[key]
-    assert isinstance(value, tuple)
-    return value
-
-
 def settings_from(merged: Merged) -> Settings:
-    v = merged.values
-    ca = v["image.ca_certificates"]
-    assert isinstance(ca, str | tuple)
-    cpus = v["sandbox.cpus"]
-    pids = v["sandbox.pids"]
-    assert isinstance(cpus, float) and isinstance(pids, int)
-    return Settings(
-        agent=_s(v, "agent"),
-        engine=_s(v, "engine"),
-        base=_s(v, "image.base"),
-        packages=_t(v, "image.packages"),
-        npm=_t(v, "image.npm"),
-        pip=_t(v, "image.pip"),
-        ca_certificates=ca,
-        workdir=_s(v, "sandbox.workdir"),
-        env=_t(v, "sandbox.env"),
-        mounts=_t(v, "sandbox.mounts"),
-        memory=_s(v, "sandbox.memory"),
-        cpus=cpus,
-        pids=pids,
-        auth=_s(v, "sandbox.auth"),
-        caches=_t(v, "sandbox.caches"),
-        network_mode=_s(v, "network.mode"),
-        allow=_t(v, "network.allow"),
-        allow_private=_t(v, "network.allow_private"),
-        mask=_t(v, "secrets.mask"),
-        unmask=_t(v, "secrets.unmask"),
-        custom_agents=merged.agents,
-        merged=merged,
-    )
+    values = {SCHEMA[key].field(key): value for key, value in merged.values.items()}
+    # Each value has passed its key's validator, which returns the field's type.
+    return Settings(custom_agents=merged.agents, merged=merged, **values)  # type: ignore[arg-type]
 
 
 def config_layers(dirs: Dirs, project: str) -> list[Layer]:

@@ -164,6 +164,14 @@ def workdir(value: object, where: str) -> str:
     return text
 
 
+def engine(value: object, where: str) -> str:
+    from hutch.engines import choices
+
+    text = string(value, where)
+    choice(*choices())(text, where)
+    return text
+
+
 def allow_entries(value: object, where: str) -> tuple[str, ...]:
     from hutch.egress.policy import parse_allow_entry
 
@@ -196,6 +204,11 @@ class Key(NamedTuple):
     validate: Validator
     default: ConfigValue
     doc: str
+    # Its hutch.config.Settings attribute, when not the key's last part.
+    attribute: str = ""
+
+    def field(self, key: str) -> str:
+        return self.attribute or key.rpartition(".")[2]
 
 
 def _default_cpus() -> float:
@@ -205,7 +218,7 @@ def _default_cpus() -> float:
 SCHEMA: dict[str, Key] = {
     "version": Key(positive_int, 1, "config format version"),
     "agent": Key(string, "claude", "agent started by `hutch run`"),
-    "engine": Key(choice("docker", "podman", "auto"), "auto", "container engine"),
+    "engine": Key(engine, "auto", "container engine"),
     "image.base": Key(image_ref, "debian:bookworm-slim", "base image (Debian family)"),
     "image.packages": Key(string_list(_DEB_PACKAGE, "Debian package name"), (), "extra apt packages"),
     "image.npm": Key(string_list(_NPM_PACKAGE, "npm package"), (), "extra global npm packages"),
@@ -222,7 +235,7 @@ SCHEMA: dict[str, Key] = {
     "sandbox.pids": Key(positive_int, 4096, "process limit"),
     "sandbox.auth": Key(choice("isolated", "host"), "isolated", "agent login state"),
     "sandbox.caches": Key(caches, (), "package caches kept per project"),
-    "network.mode": Key(choice(*NETWORK_MODES), "allowlist", "egress policy"),
+    "network.mode": Key(choice(*NETWORK_MODES), "allowlist", "egress policy", "network_mode"),
     "network.allow": Key(allow_entries, (), "hosts reachable through the proxy"),
     "network.allow_private": Key(
         allow_entries, (), "names allowed although they resolve to private addresses"

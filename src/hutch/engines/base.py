@@ -21,7 +21,6 @@ class Container(NamedTuple):
     id: str
     name: str
     state: str
-    created: str
     labels: Mapping[str, str]
 
     @property
@@ -33,6 +32,16 @@ class BuildCommand(NamedTuple):
     argv: tuple[str, ...]
     env: Mapping[str, str]
     buildkit: bool
+
+
+class Check(NamedTuple):
+    """One line of `hutch doctor`."""
+
+    state: str  # "ok", "fail", "warn" (works, but worse than it should) or "note"
+    what: str
+    fix: str = ""
+    # The engine cannot be used at all: the checks that need it are skipped.
+    fatal: bool = False
 
 
 class LimitsGap(NamedTuple):
@@ -74,7 +83,7 @@ class Engine(ABC):
 
     @abstractmethod
     def build_command(
-        self, tag: str, context: str, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
     ) -> BuildCommand:
         """The command line that builds an image from a prepared context."""
 
@@ -109,19 +118,16 @@ class Engine(ABC):
         return result
 
     @abstractmethod
+    def doctor_checks(self) -> list[Check]:
+        """`hutch doctor`'s checks of this engine on this host, each with its fix."""
+
+    @abstractmethod
     def raise_if_unavailable(self, stderr: str) -> None:
         """Raise EngineUnavailable when stderr says the daemon cannot be reached."""
 
     def image_id(self, tag: str) -> str | None:
         result = self.call(["image", "inspect", "--format", "{{.Id}}", tag])
         return result.stdout.strip() if result.ok else None
-
-    def image_labels(self, tag: str) -> dict[str, str]:
-        result = self.call(["image", "inspect", "--format", "{{json .Config.Labels}}", tag])
-        if not result.ok:
-            return {}
-        labels = json.loads(result.stdout or "null") or {}
-        return {str(k): str(v) for k, v in labels.items()}
 
     def containers(self, label: str = MANAGED) -> list[Container]:
         ids = self.call(["ps", "-aq", "--no-trunc", "--filter", f"label={label}"])
@@ -141,7 +147,6 @@ class Engine(ABC):
                     id=item["Id"][:12],
                     name=item.get("Name", "").lstrip("/"),
                     state=item.get("State", {}).get("Status", "unknown"),
-                    created=item.get("Created", ""),
                     labels={str(k): str(v) for k, v in labels.items()},
                 )
             )

@@ -1,12 +1,16 @@
-"""Docker backend: plan -> docker command lines."""
+"""Docker backend: plan -> docker command lines; where its daemon is; its doctor checks."""
 
 from __future__ import annotations
 
+import grp
+import json
+import os
 from typing import TYPE_CHECKING
 
 from hutch import process
-from hutch.engines.base import BuildCommand, Engine, bind_mount_arg
-from hutch.errors import EngineUnavailable
+from hutch.engines.base import BuildCommand, Check, Engine, bind_mount_arg
+from hutch.errors import EngineUnavailable, HutchError
+from hutch.paths import read_text
 from hutch.plan import Mount, RunPlan
 
 if TYPE_CHECKING:
@@ -15,6 +19,7 @@ if TYPE_CHECKING:
 # Build arguments Docker predefines for proxies; passed by name only, so a
 # corporate proxy's credentials never land in argv.
 PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 class Docker(Engine):
@@ -64,7 +69,7 @@ class Docker(Engine):
         return argv
 
     def build_command(
-        self, tag: str, context: str, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
     ) -> BuildCommand:
         if buildkit:
             argv = [self.binary, "buildx", "build", "--load", "--progress=plain"]
@@ -103,3 +108,85 @@ class Docker(Engine):
                 "the Docker daemon is not running",
                 "start it: sudo systemctl start docker (or run dockerd)",
             )
+
+    def doctor_checks(self) -> list[Check]:
+        try:
+            version = self.version()
+        except HutchError as err:
+            return [Check("fail", err.message, err.hint or "", fatal=True), *_socket_checks()]
+        if not version.ok:
+            return [Check("fail", f"{self.name} daemon: {version.stderr.strip()}", "start the daemon",
+                          fatal=True), *_socket_checks()]  # fmt: skip
+        checks = [Check("ok", f"{self.name} daemon answers (server {version.stdout.strip()})")]
+        checks += _socket_checks()
+        if self.has_buildkit():
+            checks.append(Check("ok", "BuildKit (buildx) available"))
+        else:
+            checks.append(Check("ok", "buildx not installed: hutch uses the classic builder"))
+        return checks
+
+
+def _socket_checks() -> list[Check]:
+    """Whether this user may use the daemon's local socket, and the group that grants it."""
+    sock = DOCKER_SOCKET
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return []
+    if host:
+        sock = host[len("unix://") :]
+    if not os.path.exists(sock):
+        return []
+    ok = os.access(sock, os.R_OK | os.W_OK)
+    try:
+        group = grp.getgrgid(os.stat(sock).st_gid).gr_name
+    except KeyError:
+        group = str(os.stat(sock).st_gid)
+    return [Check("ok" if ok else "fail", f"socket {sock} accessible (group {group})",
+                  f"sudo usermod -aG {group} $USER, then log in again")]  # fmt: skip
+
+
+def docker_socket() -> str | None:
+    """The Docker daemon's Unix socket; None when Docker is configured to be
+    reached otherwise (tcp:// or ssh:// in DOCKER_HOST, or a context)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host:
+        return host[len("unix://") :] if host.startswith("unix://") else None
+    if os.environ.get("DOCKER_CONTEXT") or _docker_context():
+        return None
+    return DOCKER_SOCKET
+
+
+def docker_config_file() -> str:
+    return os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+
+
+def daemon_problem() -> str:
+    """Why Docker looks unusable, or "" when its daemon accepts a connection."""
+    path = docker_socket()
+    if path is None:
+        return ""  # configured on purpose; probing would cost a round trip
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2)
+        sock.connect(path)
+    except FileNotFoundError:
+        return f"the Docker daemon is not running (no {path})"
+    except PermissionError:
+        return f"you may not use the Docker socket {path}"
+    except OSError as err:
+        return f"the Docker daemon does not answer on {path} ({err.strerror or err})"
+    finally:
+        sock.close()
+    return ""
+
+
+def _docker_context() -> str:
+    """A non-default `docker context use` choice: Docker then is configured on purpose."""
+    try:
+        data = json.loads(read_text(docker_config_file()))
+    except (OSError, ValueError):
+        return ""
+    current = data.get("currentContext", "") if isinstance(data, dict) else ""
+    return current if isinstance(current, str) and current != "default" else ""

@@ -7,13 +7,15 @@ would otherwise copy in from the host), so each is spelled out here.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
-from hutch.engines.base import BuildCommand, Engine, LimitsGap, bind_mount_arg
-from hutch.errors import EngineUnavailable, SetupFailed
+from hutch.engines.base import BuildCommand, Check, Engine, LimitsGap, bind_mount_arg
+from hutch.errors import EngineUnavailable, HutchError, SetupFailed
 from hutch.plan import Mount, RunPlan
 
 if TYPE_CHECKING:
@@ -24,6 +26,13 @@ UNLIMITED = resource.RLIM_INFINITY
 SUBID_FIX = (
     "give your user subordinate ID ranges: sudo usermod --add-subuids 100000-165535 "
     "--add-subgids 100000-165535 $USER, then run: podman system migrate"
+)
+TUN_DEVICE = "/dev/net/tun"
+# Where Podman looks for the init it runs as PID 1 (`--init`), by distribution.
+CATATONIT_PATHS = (
+    "/usr/libexec/podman/catatonit",
+    "/usr/local/libexec/podman/catatonit",
+    "/usr/lib/podman/catatonit",
 )
 
 
@@ -196,7 +205,7 @@ class Podman(Engine):
         )
 
     def build_command(
-        self, tag: str, context: str, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
     ) -> BuildCommand:
         # Docker image format: OCI images drop HEALTHCHECK and friends, and the
         # recipe is a Dockerfile that expects Docker semantics. Podman passes the
@@ -216,6 +225,71 @@ class Podman(Engine):
 
     def info(self, template: str) -> process.Result:
         return self.call(["info", "--format", template], timeout=60)
+
+    def doctor_checks(self) -> list[Check]:
+        try:
+            version = self.version()
+            info = self.info("json")
+        except HutchError as err:
+            return [Check("fail", err.message, err.hint or "", fatal=True)]
+        if not version.ok or not info.ok:
+            failed = version if not version.ok else info
+            return [Check("fail", f"podman: {failed.stderr.strip()[-400:]}",
+                          f"run `{self.binary} info` and fix what it says; {self.install_hint}",
+                          fatal=True)]  # fmt: skip
+        try:
+            data = json.loads(info.stdout)
+            host, store = data["host"], data["store"]
+            rootless = bool(host["security"]["rootless"])
+            driver = str(store["graphDriverName"])
+            cgroups = str(host.get("cgroupVersion", ""))
+            uidmap = host.get("idMappings", {}).get("uidmap") or []
+            config_file = str(store.get("configFile", ""))
+        except (ValueError, KeyError, TypeError) as err:
+            return [Check("fail", f"cannot read `{self.binary} info`: {err}", "upgrade Podman to 4.x",
+                          fatal=True)]  # fmt: skip
+        mode = "rootless" if rootless else "rootful"
+        checks = [Check("ok", f"podman {version.stdout.strip()} works, {mode} (no daemon needed)")]
+
+        def check(ok: bool, what: str, fix: str = "") -> None:
+            checks.append(Check("ok" if ok else "fail", what, fix))
+
+        if rootless != self.host.rootless:
+            check(False, f"podman reports {mode}, but hutch assumed the opposite from your user ID",
+                  "unset CONTAINER_HOST: hutch runs local Podman")  # fmt: skip
+        if rootless:
+            check(len(uidmap) > 1, f"subordinate ID ranges for uid {os.getuid()} (keep-id maps you "
+                  "to the same uid inside)", SUBID_FIX)  # fmt: skip
+            check(shutil.which("slirp4netns") is not None,
+                  "slirp4netns present (network for --network open)",
+                  "sudo apt-get install slirp4netns")  # fmt: skip
+            check(os.access(TUN_DEVICE, os.R_OK | os.W_OK),
+                  f"{TUN_DEVICE} usable (slirp4netns: image builds and --network open)",
+                  f"sudo modprobe tun; sudo chmod 0666 {TUN_DEVICE} (its usual mode)")  # fmt: skip
+        if driver == "vfs":
+            checks.append(_vfs_check(self.binary, rootless=rootless, config_file=config_file,
+                                      info_stderr=info.stderr))
+        else:
+            check(True, f"storage driver {driver}")
+        if rootless and cgroups == "v1":
+            checks.append(Check(
+                "warn",
+                "cgroup v1: rootless Podman cannot enforce memory or CPU limits; hutch runs "
+                "sandboxes without them and caps processes with RLIMIT_NPROC instead",
+                "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1), or use rootful "
+                "Podman or Docker, to have the limits enforced",
+            ))  # fmt: skip
+        elif cgroups:
+            check(True, f"cgroup {cgroups}: memory, CPU and process limits enforced")
+        found = next((p for p in CATATONIT_PATHS if os.path.exists(p)), None)
+        if found:
+            check(True, f"init for PID 1 present ({found})")
+        else:
+            checks.append(Check("warn", f"catatonit not found in {', '.join(CATATONIT_PATHS)}; "
+                                "hutch runs with --init",
+                                "sudo apt-get install catatonit (unless containers.conf sets "
+                                "init_path)"))  # fmt: skip
+        return checks
 
     def raise_if_unavailable(self, stderr: str) -> None:
         text = stderr.lower()
@@ -254,3 +328,23 @@ class Podman(Engine):
                 "unset CONTAINER_HOST to use local Podman, or start the service: "
                 "systemctl --user start podman.socket",
             )
+
+
+def _vfs_check(binary: str, *, rootless: bool, config_file: str, info_stderr: str) -> Check:
+    overridden = "overwritten by graph driver" in info_stderr
+    conf = config_file or (
+        "~/.config/containers/storage.conf" if rootless else "/etc/containers/storage.conf")
+    if conf.startswith("/usr/share/"):
+        conf = "/etc/containers/storage.conf"  # the packaged default: override it in /etc
+    fix = (
+        f'write {conf} with the lines [storage] and driver = "overlay"; then '
+        f"`{binary} system reset` "
+        "(it deletes this user's Podman images and containers) so that the new driver "
+        "takes effect, and `hutch build` again"
+    )
+    if overridden:
+        fix = (f"{conf} already asks for overlay, but the storage was created with vfs: "
+               f"`{binary} system reset` (deletes this user's Podman images and "
+               "containers), then `hutch build`")  # fmt: skip
+    return Check("warn", "storage driver vfs: every launch copies the whole image (seconds, not "
+                 "a fraction of one)", fix)  # fmt: skip

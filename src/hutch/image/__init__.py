@@ -1,1 +1,1 @@
-"""Image recipes, tags and builds."""
+"""Image recipes and their content-hash tags (pure), and the pinned agent versions."""

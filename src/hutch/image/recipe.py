@@ -89,6 +89,7 @@ def render(
     agent: AgentDef,
     version: str,
     base: str,
+    *,
     packages: tuple[str, ...] = (),
     npm: tuple[str, ...] = (),
     pip: tuple[str, ...] = (),
