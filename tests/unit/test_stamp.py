@@ -8,7 +8,7 @@ Which path ran is visible from the stamp: only the full path writes one.
 from __future__ import annotations
 
 import os
-import socket
+import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,33 +34,34 @@ version = "1.6.0"
 
 
 class FakeDaemon:
-    """Answers GET /images/NAME/json with 200 for the names in `images`, else 404."""
+    """Answers GET /images/NAME/json with 200 for the names in `images`, else 404.
+
+    close() stops the serving thread and waits for it: a thread left blocked
+    in accept() could otherwise accept on the next test's socket once the
+    descriptor number is reused, and answer with this daemon's images.
+    """
 
     def __init__(self, path: Path) -> None:
         self.images: set[str] = set()
         self.requests: list[str] = []
-        self._server = socket.socket(socket.AF_UNIX)
-        self._server.bind(str(path))
-        self._server.listen()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        daemon = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline().decode().rstrip("\r\n")
+                daemon.requests.append(line)
+                name = line.split(" ")[1].removeprefix("/images/").removesuffix("/json")
+                status = "200 OK" if name in daemon.images else "404 Not Found"
+                self.wfile.write(f"HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+
+        self._server = socketserver.UnixStreamServer(str(path), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.start()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with conn:
-                request = conn.recv(4096).decode()
-                line = request.split("\r\n", 1)[0]
-                self.requests.append(line)
-                name = line.split(" ")[1].removeprefix("/images/").removesuffix("/json")
-                status = "200 OK" if name in self.images else "404 Not Found"
-                conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
-
     def close(self) -> None:
-        self._server.close()
+        self._server.shutdown()  # returns once serve_forever has
+        self._thread.join()
+        self._server.server_close()
 
 
 class Env:
