@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 class Option(NamedTuple):
     flags: tuple[str, ...]
-    # "flag" (a switch), "str", "int", "float", "list" (repeatable) or the choices.
+    # "flag" (a switch), "str", "int", "float", "list" (repeatable), "engine"
+    # (a name in the engine registry, or "auto") or the choices.
     kind: str | tuple[str, ...]
     help: str
     metavar: str | None = None
@@ -74,7 +75,7 @@ class Command(NamedTuple):
 
 
 GLOBAL_OPTIONS = (
-    Option(("--engine",), engine_choices(), "container engine (default: config, HUTCH_ENGINE, "
+    Option(("--engine",), "engine", "container engine (default: config, HUTCH_ENGINE, "
            "or detected)", config="engine"),
     Option(("--project",), "str", "project root (default: nearest hutch.toml, git top level, or .)",
            "DIR"),
@@ -278,8 +279,9 @@ def _add_options(
         elif option.kind == "list":
             parser.add_argument(*option.flags, action="append", default=default,
                                 metavar=option.metavar, help=option.help)  # fmt: skip
-        elif isinstance(option.kind, tuple):
-            parser.add_argument(*option.flags, choices=option.kind, default=default, help=option.help)
+        elif isinstance(option.kind, tuple) or option.kind == "engine":
+            choices = engine_choices() if option.kind == "engine" else option.kind
+            parser.add_argument(*option.flags, choices=choices, default=default, help=option.help)
         else:
             parser.add_argument(*option.flags, type=types[option.kind], default=default,
                                 metavar=option.metavar, help=option.help)  # fmt: skip
