@@ -45,11 +45,11 @@ def test_prepare_takes_plain_values_and_makes_a_private_socket_dir(tmp_path: Pat
 
 
 def test_the_egress_package_does_not_import_the_session_or_the_agents() -> None:
-    # The circle session.py <-> egress/session.py and the upward imports are gone.
+    # No circle with the run path (workspace.py, sessions.py), no upward imports.
     probe = (
         "import sys, hutch.egress.session, hutch.egress.listener, hutch.egress.relay;"
-        "print(' '.join(m for m in ('hutch.session', 'hutch.agents', 'hutch.config', 'hutch.plan') "
-        "if m in sys.modules))"
+        "print(' '.join(m for m in ('hutch.workspace', 'hutch.sessions', 'hutch.agents', "
+        "'hutch.config', 'hutch.plan') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
