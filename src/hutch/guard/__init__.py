@@ -1,0 +1,339 @@
+"""Before and after a session: what to mask, what to keep read-only, what changed.
+
+Before: one walk of the project (kept per project, so later walks cost what
+changed — hutch.guard.tree) decides the masks and the host-executed files to
+bind read-only, and pins each bind source by device and inode for the start
+gate to check (hutch.gate). After: the same walk against the state before the
+session finds what the session changed that the host may run; the `.git`
+layer hands back what git needs (hutch.gitlayer); new or changed host-executed
+files are set aside until the user says yes (hutch.guard.quarantine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from hutch import gitlayer
+from hutch.gate import Pinned, open_beneath, pin
+from hutch.guard import patterns, quarantine, report
+from hutch.guard import tree as t
+from hutch.guard.surface import SURFACE_ROOT
+
+GIT = ".git"
+# Inside a nested repository's .git: bound read-only while they exist.
+_NESTED_GIT = ("config", "config.worktree", "hooks", "commondir", "gitdir", "info")
+
+
+class Bind(NamedTuple):
+    rel: str  # relative to the project root
+    pinned: Pinned
+
+
+class GitLayer(NamedTuple):
+    """The project's .git, seen through a copy-on-write layer."""
+
+    start: gitlayer.RepoState
+    head: Pinned  # .git/HEAD, which the gate finds through the overlay
+
+
+class Prepared(NamedTuple):
+    root: Pinned
+    masked_files: tuple[str, ...]
+    masked_dirs: tuple[str, ...]
+    readonly: tuple[Bind, ...]
+    git: GitLayer | None
+    warnings: tuple[str, ...]
+    hardlinks: tuple[str, ...]
+    baseline: t.Tree
+    policy: str
+
+
+class Outcome(NamedTuple):
+    changes: list[report.Change]
+    held: quarantine.Held
+    git: list[gitlayer.Decision]
+
+
+def project_dir(state: str, project: str) -> str:
+    key = hashlib.sha256(project.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(state, "projects", key)
+
+
+def policy_key(mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> str:
+    material = json.dumps([t.VERSION, mask, unmask, no_mask, patterns.DEFAULT_MASK_PATTERNS,
+                           patterns.DEFAULT_UNMASK_PATTERNS, sorted(patterns.PLAIN_JSON),
+                           patterns.SMALL_SUFFIXES, patterns.PEM_SUFFIXES, SURFACE_ROOT])  # fmt: skip
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def _policy(mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> patterns.Policy:
+    if no_mask:
+        return patterns.Policy((), (), use_defaults=False)
+    return patterns.Policy(mask, unmask)
+
+
+def _tree_path(state: str, project: str) -> str:
+    return os.path.join(project_dir(state, project), "tree.json")
+
+
+def baseline_path(state: str, project: str, session: str) -> str:
+    return os.path.join(project_dir(state, project), "baselines", f"{session}.json")
+
+
+def blobs_dir(state: str, project: str) -> str:
+    return os.path.join(project_dir(state, project), "blobs")
+
+
+def _load(path: str, project: str, uid: int, policy: str) -> t.Tree | None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return t.Tree.loads(handle.read(), project, uid, policy)
+    except OSError:
+        return None
+
+
+def _save(path: str, tree: t.Tree) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(tree.dumps())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _open_root(project: str) -> int:
+    return os.open(project, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def prepare(
+    *, project: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
+    state: str, session: str, now: float | None = None,
+) -> Prepared:  # fmt: skip
+    """Walk (or re-walk what changed of) the project and plan its protection.
+    Raises OSError when the project cannot be read."""
+    key = policy_key(mask, unmask, no_mask)
+    policy = _policy(mask, unmask, no_mask)
+    path = _tree_path(state, project)
+    blobs = blobs_dir(state, project)
+    root_fd = _open_root(project)
+    try:
+        walker = t.Walker(root_fd, uid, policy, blobs)
+        old = _load(path, project, uid, key)
+        moment = time.time() if now is None else now
+        if old is None or moment - old.full_at > t.FULL_PASS_EVERY:
+            tree = walker.full(project, key, old)
+            changed = True
+        else:
+            tree, pairs = walker.refresh(old)
+            changed = bool(pairs) or tree.dirs.keys() != old.dirs.keys()
+        if changed:
+            _save(path, tree)
+        _link_baseline(path, baseline_path(state, project, session), tree)
+        root_st = os.fstat(root_fd)
+        readonly, links = _readonly(root_fd, tree)
+        git = _git_layer(root_fd, project)
+    finally:
+        os.close(root_fd)
+    files, dirs = tree.masked()
+    warnings: list[str] = []
+    masked_links = tree.paths(t.MASKED_LINK)
+    if masked_links:
+        warnings.append(f"symlinks named like secrets are not masked (they point elsewhere): "
+                        f"{report.names(masked_links)}")  # fmt: skip
+    unreadable = tree.paths(t.UNREADABLE)
+    if unreadable:
+        warnings.append(f"unreadable, so not checked for secrets: {report.names(unreadable)}")
+    if links:
+        warnings.append("host-executed paths that are symlinks stay writable (binding them would follow "
+                        f"the link): {report.names(links)}; hutch reports changes to them afterwards")  # fmt: skip
+    hardlinks = tree.paths(t.HARDLINK)
+    if hardlinks:
+        warnings.append(f"{len(hardlinks)} file(s) are hard-linked from outside the project; the agent "
+                        f"can change the other copies too: {report.names(hardlinks)}")  # fmt: skip
+    if no_mask:
+        warnings.append("--no-mask: secret files in the project are visible to the agent")
+    return Prepared(
+        root=Pinned(root_st.st_dev, root_st.st_ino),
+        masked_files=files,
+        masked_dirs=dirs,
+        readonly=tuple(readonly),
+        git=git,
+        warnings=tuple(warnings),
+        hardlinks=hardlinks,
+        baseline=tree,
+        policy=key,
+    )
+
+
+def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> None:
+    """The tree as the session starts, kept for a report after a `kill -9`:
+    a hard link to the cache file (replaced, never rewritten, by later saves)."""
+    os.makedirs(os.path.dirname(baseline), mode=0o700, exist_ok=True)
+    try:
+        os.link(tree_path, baseline)
+    except FileExistsError:
+        os.unlink(baseline)
+        os.link(tree_path, baseline)
+    except OSError:
+        _save(baseline, tree)
+
+
+def _readonly(root_fd: int, tree: t.Tree) -> tuple[list[Bind], list[str]]:
+    """Host-executed paths that exist: (binds, paths that are links)."""
+    binds: list[Bind] = []
+    links: list[str] = []
+    candidates = [p for p in SURFACE_ROOT]
+    covered = tuple(p + "/" for p in SURFACE_ROOT)
+    for rel, fact in tree.entries(t.SURFACE | t.REPO):
+        if rel == GIT or rel in SURFACE_ROOT or rel.startswith(covered):
+            continue
+        if fact.flags & t.LINK:
+            links.append(rel)
+        elif fact.flags & t.REPO and not fact.ino:  # a nested .git directory
+            candidates += [f"{rel}/{name}" for name in _NESTED_GIT]
+        elif "/.git/" not in f"/{rel}":  # inside a nested .git: its candidates cover it
+            candidates.append(rel)
+    if _kind(root_fd, GIT) == "file":
+        candidates.append(GIT)
+    for rel in dict.fromkeys(candidates):
+        kind = _kind(root_fd, rel)
+        if kind == "link":
+            links.append(rel)
+        elif kind is not None:
+            pinned = pin(root_fd, rel)
+            if pinned is not None:
+                binds.append(Bind(rel, pinned))
+    return sorted(binds), sorted(set(links))
+
+
+def _kind(root_fd: int, rel: str) -> str | None:
+    """"file", "dir", "link" (the path or a parent below the root is a link), or None."""
+    fd = open_beneath(root_fd, rel)
+    if fd is None:
+        # A missing component, or a link on the way: find out which.
+        parts = rel.split("/")
+        for end in range(1, len(parts) + 1):
+            sub = open_beneath(root_fd, "/".join(parts[:end]))
+            if sub is None:
+                return None
+            try:
+                if stat.S_ISLNK(os.fstat(sub).st_mode):
+                    return "link"
+            finally:
+                os.close(sub)
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(mode) else "file"
+
+
+def _git_layer(root_fd: int, project: str) -> GitLayer | None:
+    if _kind(root_fd, GIT) != "dir":
+        return None
+    head = pin(root_fd, f"{GIT}/HEAD")
+    gitdir = os.path.join(project, GIT)
+    if head is None or not gitlayer.is_repository(gitdir):
+        return None
+    return GitLayer(gitlayer.capture(gitdir), head)
+
+
+# --------------------------------------------------------------------------
+# After the session
+
+
+def finish(
+    *, project: str, uid: int, prepared_baseline: t.Tree, policy: str, mask: tuple[str, ...],
+    unmask: tuple[str, ...], no_mask: bool, state: str, session: str, git_start: gitlayer.RepoState | None,
+    git_upper: str | None, surface: str, ask: Callable[[str, str], bool] | None,
+) -> Outcome:  # fmt: skip
+    """Carry the .git layer back, find what changed, strip setuid bits, set
+    host-executed changes aside (surface = "ask") and save the tree."""
+    held = quarantine.load(state, session) or quarantine.new_held(session, project)
+    blobs = blobs_dir(state, project)
+    decisions: list[gitlayer.Decision] = []
+    found: list[report.Change] = []
+    gitdir = os.path.join(project, GIT)
+    if git_start is not None and git_upper is not None and os.path.isdir(git_upper):
+        decisions = gitlayer.carry(gitdir, git_upper, git_start, session)
+        for decision in decisions:
+            if decision.outcome == "kept":
+                quarantine.hold_git(state, held, gitdir, git_upper, decision.rel, decision.change)
+                found.append(report.Change("git", f"{GIT}/{decision.rel}",
+                                           f"{decision.change}, kept away: {decision.reason}", decision.change))
+            elif decision.outcome == "conflict":
+                found.append(report.Change("git", f"{GIT}/{decision.rel}", decision.reason, decision.change))
+    root_fd = _open_root(project)
+    try:
+        walker = t.Walker(root_fd, uid, _policy(mask, unmask, no_mask), blobs)
+        tree, pairs = walker.refresh(prepared_baseline)
+        found += report.changes(pairs)
+        for change in found:
+            if change.kind == "setuid":
+                _strip_setid(walker, change.path)
+    finally:
+        os.close(root_fd)
+    _save(_tree_path(state, project), tree)
+    if surface == "ask":
+        for change in found:
+            if change.kind != "surface" or change.change == "deleted":
+                continue
+            old = prepared_baseline.dirs.get(os.path.dirname(change.path))
+            before = old.facts.get(os.path.basename(change.path)) if old is not None else None
+            original = before.extra if before is not None and not before.flags & t.LINK else ""
+            quarantine.set_aside(state, held, project, change.path, change.change, original, blobs)
+    quarantine.save(state, held)
+    if ask is not None and held.items:
+        yes = [item.path for item in held.items if ask(item.path, quarantine.diff_text(state, held, item, blobs))]
+        if yes:
+            quarantine.accept(state, held, yes)
+    try:
+        os.unlink(baseline_path(state, project, session))
+    except OSError:
+        pass
+    return Outcome(sorted(found, key=report.order), held, decisions)
+
+
+def _strip_setid(walker: t.Walker, rel: str) -> None:
+    """Remove setuid and setgid bits, on the file found without following links."""
+    parent, _, name = rel.rpartition("/")
+    fd = walker.open_dir(parent)
+    if fd is None:
+        return
+    try:
+        target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    try:
+        st = os.fstat(target)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            os.chmod(f"/proc/self/fd/{target}", stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    except OSError:
+        pass
+    finally:
+        os.close(target)
+
+
+def terminal_ask(path: str, diff: str) -> bool:
+    """Show a held change on the terminal and ask whether the project keeps it."""
+    print(f"hutch: {report.display(path)} was changed by the session and is run by tools on the host:",
+          file=sys.stderr)  # fmt: skip
+    print(diff, file=sys.stderr)
+    try:
+        answer = input("hutch: keep this change in the project? [y/N] ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return False
+    return answer.strip().lower() in ("y", "yes")

@@ -1,0 +1,217 @@
+"""The per-project walk: what one walk records, and that a re-walk of what
+changed records exactly what a full walk would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hutch.guard import patterns
+from hutch.guard import tree as t
+
+UID = os.getuid()
+
+
+def walker(root: Path, blobs: Path | None = None, policy: patterns.Policy | None = None) -> t.Walker:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    return t.Walker(fd, UID, policy or patterns.Policy((), ()), str(blobs) if blobs else None)
+
+
+def full(root: Path, **kw: object) -> t.Tree:
+    w = walker(root)
+    try:
+        return w.full(str(root), "p")
+    finally:
+        os.close(w.root_fd)
+
+
+def refresh(root: Path, old: t.Tree) -> tuple[t.Tree, list[t.Pair]]:
+    w = walker(root)
+    try:
+        return w.refresh(old)
+    finally:
+        os.close(w.root_fd)
+
+
+def facts(tree: t.Tree) -> dict[str, tuple[int, int, int, str]]:
+    """Every recorded entry by path, without the times (a racy entry is kept
+    with time 0 by one walk and its real time by another)."""
+    return {rel: (f.flags, f.mode, f.uid, f.extra) for rel, f in tree.entries(~0)}
+
+
+def write(path: Path, text: str = "x", mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_one_walk_records_what_matters(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    write(root / "src" / "main.py", "print(1)\n")
+    write(root / ".env", "TOKEN=1\n")
+    write(root / "deep" / ".ENV", "TOKEN=1\n")  # case variants count
+    write(root / ".env.example", "TOKEN=\n")
+    write(root / ".ssh" / "id_rsa", KEY)
+    write(root / "certs" / "ca.pem", CERT)  # only certificates: not a secret
+    write(root / "certs" / "server.pem", CERT + KEY)
+    write(root / "notes" / "key", KEY)  # a private key by content, no telling name
+    write(root / "gcp.json", '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----"}')
+    write(root / "node_modules" / "x" / "fixture.json", '{"private_key": "-----BEGIN"}')  # vendored: by name only
+    write(root / "node_modules" / "certifi" / "cacert.pem", CERT * 3)
+    write(root / "infra" / "prod.tfvars", "a=1\n")
+    write(root / "k8s" / ".kube" / "config", "apiVersion: v1\n")
+    write(root / "run.sh", "#!/bin/sh\n", 0o755)
+    write(root / "setuid", "#!/bin/sh\n", 0o4755)
+    write(root / ".envrc", "use nix\n")
+    write(root / "Makefile", "all:\n")
+    write(root / "node_modules" / "x" / "package.json", "{}")  # vendored: not a build file
+    write(root / ".venv" / "lib" / "site-packages" / "evil.pth", "import os\n")
+    write(root / ".vscode" / "tasks.json", "{}")
+    (root / "escape").symlink_to("/etc/passwd")
+    (root / "inside").symlink_to("src/main.py")
+    write(root / ".git" / "config", "[core]\n")  # the project's own: a layer, not walked
+    write(root / "sub" / ".git" / "config", "[core]\n")  # a nested repository
+    write(root / "sub" / ".git" / "objects" / "ab" / "cd", "x")
+    os.link(root / "src" / "main.py", tmp_path / "outside-link")
+
+    tree = full(root)
+    files, dirs = tree.masked()
+    assert set(files) == {".env", "deep/.ENV", "certs/server.pem", "notes/key", "gcp.json",
+                          "infra/prod.tfvars", "k8s/.kube/config"}  # fmt: skip
+    assert dirs == (".ssh",)
+    assert tree.paths(t.EXEC) == ("run.sh", "setuid")
+    assert tree.paths(t.SETID) == ("setuid",)
+    assert tree.paths(t.OUTSIDE) == ("escape",)
+    assert tree.paths(t.HARDLINK) == ("src/main.py",)
+    assert tree.paths(t.BUILD) == ("Makefile",)
+    assert tree.paths(t.STARTUP) == (".venv/lib/site-packages/evil.pth",)
+    assert set(tree.paths(t.SURFACE)) == {".envrc", ".vscode/tasks.json", "sub/.git/config"}
+    assert tree.paths(t.REPO) == ("sub/.git",)
+    assert ".git" not in tree.dirs and "sub/.git/objects" not in tree.dirs
+    assert ".ssh" not in tree.dirs  # a masked directory is not walked
+
+
+def test_user_patterns_and_unmask(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    write(root / "secrets" / "a.txt", "x")
+    write(root / ".env", "x")
+    write(root / "b.pem", KEY)
+    w = walker(root, policy=patterns.Policy(("secrets/",), (".env", "b.pem")))
+    tree = w.full(str(root), "p")
+    assert tree.masked() == ((), ("secrets",))
+
+
+def test_round_trip_and_policy_key(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    write(root / ".env")
+    write(root / "weird\nname\udcff", "x", 0o755)
+    tree = full(root)
+    text = tree.dumps()
+    again = t.Tree.loads(text, str(root), UID, "p")
+    assert again is not None and facts(again) == facts(tree)
+    assert t.Tree.loads(text, str(root), UID, "other policy") is None
+    assert t.Tree.loads(text, str(root / "x"), UID, "p") is None
+    assert t.Tree.loads("{not json", str(root), UID, "p") is None
+
+
+def test_a_directory_changed_just_now_is_looked_at_again(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    write(root / "a" / "f")
+    tree = full(root)
+    assert tree.dirs["a"].ctime_ns == 0  # racy: changed within the walk's tick
+
+
+def test_refresh_sees_a_secret_added_deep_in_node_modules(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    deep = root / "node_modules" / "/".join(f"d{i}" for i in range(12))
+    write(deep / "index.js")
+    old = _settled(root)
+    write(deep / ".env", "TOKEN=1\n")
+    new, pairs = refresh(root, old)
+    rel = str((deep / ".env").relative_to(root))
+    assert rel in new.masked()[0]
+    assert [p.rel for p in pairs] == [rel]
+
+
+def _settled(root: Path) -> t.Tree:
+    """A full walk whose directories changed before the racy window."""
+    time.sleep(t.RACY_NS / 1e9 + 0.02)
+    tree = full(root)
+    for rel, record in tree.dirs.items():
+        assert record.ctime_ns or not rel, rel
+    return tree
+
+
+# -- refresh equals a full walk, after any sequence of changes ------------------
+
+NAMES = st.sampled_from(["a", "b", ".env", "id_rsa", "run.sh", "Makefile", ".envrc", "x.pem", "node_modules",
+                         ".git", "k.json", "cfg"])  # fmt: skip
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["file", "exec", "dir", "rm", "rename", "link", "write", "chmod-exec", "key"]),
+        st.lists(NAMES, min_size=1, max_size=3),
+        st.lists(NAMES, min_size=1, max_size=3),
+    ),
+    max_size=12,
+)
+
+
+def _apply(root: Path, op: str, a: list[str], b: list[str]) -> None:
+    src = root.joinpath(*a)
+    dst = root.joinpath(*b)
+    try:
+        if op in ("file", "exec", "key"):
+            write(src, KEY if op == "key" else "data", 0o755 if op == "exec" else 0o644)
+        elif op == "dir":
+            src.mkdir(parents=True, exist_ok=True)
+        elif op == "rm":
+            if src.is_dir() and not src.is_symlink():
+                shutil.rmtree(src)
+            else:
+                src.unlink()
+        elif op == "rename":
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        elif op == "link":
+            src.parent.mkdir(parents=True, exist_ok=True)
+            src.symlink_to("../" * (len(a) + 1) + "outside")
+        elif op == "write" and src.is_file() and not src.is_symlink():
+            src.write_text("changed content of another size")
+        elif op == "chmod-exec" and src.is_file() and not src.is_symlink() and src.stat().st_mode & 0o111:
+            # In place, on a file hutch records (an executable): seen by a re-stat.
+            src.chmod(0o4755)
+    except OSError:
+        pass
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=OPS, after=OPS)
+def test_refresh_equals_a_full_walk(tmp_path_factory: pytest.TempPathFactory, before: list, after: list) -> None:
+    root = tmp_path_factory.mktemp("p")
+    for op in before:
+        _apply(root, *op)
+    old = _settled(root)
+    for op in after:
+        _apply(root, *op)
+    new, pairs = refresh(root, old)
+    assert facts(new) == facts(full(root))
+    assert set(new.dirs) == set(full(root).dirs)
+    changed = {p.rel for p in pairs}
+    every = dict(old.entries(~0)), dict(new.entries(~0))
+    differs = {rel for rel in set(every[0]) | set(every[1]) if every[0].get(rel) != every[1].get(rel)}
+    assert {rel for rel in differs if facts(old).get(rel) != facts(new).get(rel)} <= changed <= differs
+
+
+def _all(root: Path) -> Iterator[Path]:
+    yield from root.rglob("*")
