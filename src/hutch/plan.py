@@ -30,6 +30,11 @@ class Mount(NamedTuple):
     source: str
     target: str
     readonly: bool = False
+    # A copy-on-write layer (hutch.layers): ``source`` is the lower layer,
+    # seen read-only, and writes land in ``upper``; ``work`` is the overlay's
+    # scratch directory on the same file system.
+    upper: str | None = None
+    work: str | None = None
 
 
 class EnvVar(NamedTuple):
@@ -65,6 +70,8 @@ class RunPlan(NamedTuple):
     command: tuple[str, ...]
     hostname: str = "hutch"
     notes: tuple[str, ...] = ()
+    # hutch's narrowed seccomp profile (hutch.engines.seccomp); None: the engine's default
+    seccomp: str | None = None
 
 
 class HostFacts(NamedTuple):

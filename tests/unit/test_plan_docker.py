@@ -116,7 +116,7 @@ def test_odd_project_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
     s = settings(tmp_path)
     odd = "/src/a,b:c=d\"e"
     plan = plan_for(s, facts(odd))
-    arg = Docker().mount_arg(plan.mounts[0])
+    arg = Docker().mount_args(plan.mounts[0])[1]
     assert arg == 'type=bind,"source=/src/a,b:c=d""e","target=/src/a,b:c=d""e"'
     assert csv_field("plain") == "plain"
     assert csv_field("a\nb") == '"a\nb"'

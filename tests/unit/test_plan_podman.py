@@ -181,10 +181,10 @@ def test_odd_path_is_one_quoted_mount_field(tmp_path: Path) -> None:
     odd = "/src/a,b:c=d\"e\nf "
     plan = plan_for(tmp_path, project=odd)
     podman = Podman(host=ROOTLESS_V2)
-    assert podman.mount_arg(plan.mounts[0]) == (
+    assert podman.mount_args(plan.mounts[0])[1] == (
         'type=bind,"source=/src/a,b:c=d""e\nf ","target=/src/a,b:c=d""e\nf "'
     )
-    assert podman.mount_arg(plan.mounts[0]) == Docker().mount_arg(plan.mounts[0])
+    assert podman.mount_args(plan.mounts[0]) == Docker().mount_args(plan.mounts[0])
 
 
 def test_secret_env_never_in_argv(tmp_path: Path) -> None:

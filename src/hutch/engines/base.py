@@ -88,7 +88,8 @@ class Engine(ABC):
         """The command line that builds an image from a prepared context."""
 
     @abstractmethod
-    def mount_arg(self, mount: Mount) -> str: ...
+    def mount_args(self, mount: Mount) -> list[str]:
+        """The engine options that make one mount of the plan."""
 
     def limits_gap(self, plan: RunPlan) -> LimitsGap | None:
         """None when every limit in the plan is enforced."""

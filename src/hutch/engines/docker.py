@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from hutch import process
-from hutch.engines.base import BuildCommand, Check, Engine, bind_mount_arg
+from hutch.engines.base import BuildCommand, Check, Engine, bind_mount_arg, csv_field
 from hutch.errors import EngineUnavailable, HutchError
 from hutch.paths import read_text
 from hutch.plan import Mount, RunPlan
@@ -26,8 +26,16 @@ class Docker(Engine):
     name = "docker"
     install_hint = "install Docker (Debian: sudo apt-get install docker.io) and start it"
 
-    def mount_arg(self, mount: Mount) -> str:
-        return bind_mount_arg(mount)
+    def mount_args(self, mount: Mount) -> list[str]:
+        if mount.upper is None or mount.work is None:
+            return ["--mount", bind_mount_arg(mount)]
+        # A layer: an anonymous local volume of type overlay, mounted by the
+        # daemon when the container starts and removed with it. userxattr keeps
+        # the upper readable without privileges.
+        options = f"lowerdir={mount.source},upperdir={mount.upper},workdir={mount.work},userxattr"
+        fields = ["type=volume", csv_field(f"target={mount.target}"), "volume-driver=local",
+                  "volume-opt=type=overlay", "volume-opt=device=overlay", csv_field(f"volume-opt=o={options}")]  # fmt: skip
+        return ["--mount", ",".join(fields)]
 
     def run_argv(self, plan: RunPlan) -> list[str]:
         argv = [self.binary, "run", "--rm", "--pull", "never", "--name", plan.name]
@@ -44,6 +52,7 @@ class Docker(Engine):
             "ALL",
             "--security-opt",
             "no-new-privileges",
+            *(["--security-opt", f"seccomp={plan.seccomp}"] if plan.seccomp else []),
             "--init",
             "--network",
             plan.network,
@@ -59,7 +68,7 @@ class Docker(Engine):
             plan.workdir,
         ]
         for mount in plan.mounts:
-            argv += ["--mount", self.mount_arg(mount)]
+            argv += self.mount_args(mount)
         # Secret values go through the env file (see plan.ENV_FILE), never argv.
         for var in plan.env:
             if not var.secret:

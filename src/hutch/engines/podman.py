@@ -107,8 +107,16 @@ class Podman(Engine):
             self._host = detect_host()
         return self._host
 
-    def mount_arg(self, mount: Mount) -> str:
-        return bind_mount_arg(mount)
+    def mount_args(self, mount: Mount) -> list[str]:
+        if mount.upper is None or mount.work is None:
+            return ["--mount", bind_mount_arg(mount)]
+        # A layer: Podman's overlay volume with hutch's own upper and work
+        # directories (-v splits on ':', so no path here may hold one; the
+        # caller passes a link without ':' for the lower layer).
+        for path in (mount.source, mount.target, mount.upper, mount.work):
+            if any(c in path for c in ":,"):
+                raise SetupFailed(f"{path!r} holds ':' or ',', which Podman's overlay volume cannot carry")
+        return ["-v", f"{mount.source}:{mount.target}:O,upperdir={mount.upper},workdir={mount.work}"]
 
     def run_argv(self, plan: RunPlan) -> list[str]:
         host = self.host
@@ -130,6 +138,7 @@ class Podman(Engine):
             "ALL",
             "--security-opt",
             "no-new-privileges",
+            *(["--security-opt", f"seccomp={plan.seccomp}"] if plan.seccomp else []),
             "--init",
             # Podman copies the host's proxy variables (and with env_host in
             # containers.conf, all of them) into the container: only named
@@ -161,7 +170,7 @@ class Podman(Engine):
         argv += _ulimit("nofile", host.nofile)
         argv += ["--workdir", plan.workdir]
         for mount in plan.mounts:
-            argv += ["--mount", self.mount_arg(mount)]
+            argv += self.mount_args(mount)
         for var in plan.env:
             if not (var.name.isascii() and var.name.isidentifier()):
                 # Podman expands NAME* against the host environment.
