@@ -63,7 +63,7 @@ class RepoState(NamedTuple):
     """The host repository's refs when the session started: hutch moves a ref
     only if the host left it where it was."""
 
-    head: bytes | None
+    head: str | None  # HEAD's content
     refs: dict[str, str]
     index: tuple[int, int, int] | None  # (inode, size, mtime_ns) of .git/index
 
@@ -86,7 +86,7 @@ def object_hex_length(gitdir: str) -> int:
 
 def capture(gitdir: str) -> RepoState:
     """The host's HEAD, refs and index identity, before the session starts."""
-    head = _read_small(os.path.join(gitdir, "HEAD"))
+    head = _read_text(os.path.join(gitdir, "HEAD"))
     try:
         st = os.lstat(os.path.join(gitdir, "index"))
         index: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -110,6 +110,11 @@ def _read_small(path: str, limit: int = 64 << 20) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return handle.read(limit)
+
+
+def _read_text(path: str) -> str | None:
+    data = _read_small(path, 4096)
+    return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
 def _packed(data: bytes | None) -> dict[str, str]:
@@ -609,7 +614,7 @@ def _carry_other(gitdir: str, upper: str, entry: layers.Entry, start: RepoState,
         value = ref_value(content, length)
         if value is None:
             return Decision(rel, "kept", "not a valid HEAD", change)
-        if _read_small(dest) != start.head:
+        if _read_text(dest) != start.head:
             return Decision(rel, "conflict", "the host changed HEAD during the session", change)
         _locked_write(dest, value.encode() + b"\n")
         return Decision(rel, "carried", "HEAD", change)

@@ -132,10 +132,10 @@ def classify(rel: str, vendored: bool) -> SurfaceKind | None:
         return "surface"
     name = parts[-1]
     lower = name.lower()
+    if ".git" in parts[:-1] and _in_git_surface(parts):
+        return "surface"  # a nested repository's config and hooks, wherever it is
     if not vendored:
         if name in SURFACE_ANYWHERE:
-            return "surface"
-        if ".git" in parts[:-1] and _in_git_surface(parts):
             return "surface"
         if lower in BUILD_ANYWHERE or (lower.startswith("docker-compose") and lower.endswith((".yml", ".yaml"))):
             return "build"

