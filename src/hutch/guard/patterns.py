@@ -136,7 +136,7 @@ class Globs:
     of several hundred thousand; the rest is one regular expression.
     """
 
-    __slots__ = ("_exact", "_infixes", "_prefixes", "_regex", "_suffixes")
+    __slots__ = ("_exact", "_heads", "_infixes", "_prefixes", "_regex", "_suffixes")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         exact: set[str] = set()
@@ -163,15 +163,17 @@ class Globs:
         self._prefixes = tuple(prefixes)
         self._suffixes = tuple(suffixes)
         self._infixes = tuple(infixes)
+        self._heads = tuple(before for before, _ in infixes)
         self._regex = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
 
     def match(self, text: str) -> bool:
         """``text`` must already be lower-cased."""
         if text in self._exact or text.startswith(self._prefixes) or text.endswith(self._suffixes):
             return True
-        for before, after in self._infixes:
-            if len(text) >= len(before) + len(after) and text.startswith(before) and text.endswith(after):
-                return True
+        if self._heads and text.startswith(self._heads):
+            for before, after in self._infixes:
+                if len(text) >= len(before) + len(after) and text.startswith(before) and text.endswith(after):
+                    return True
         return self._regex is not None and self._regex.match(text) is not None
 
 

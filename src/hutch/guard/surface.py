@@ -76,7 +76,7 @@ SURFACE_ANYWHERE = frozenset(
     }
 )
 # Inside a nested repository's .git directory: what git on the host runs.
-GIT_SURFACE = ("config", "config.worktree", "hooks", "commondir", "gitdir", "info/attributes")
+GIT_SURFACE = ("config", "config.worktree", "hooks", "commondir", "gitdir")
 
 BUILD_ANYWHERE = frozenset(
     {
@@ -120,43 +120,62 @@ STARTUP_NAMES = frozenset({"sitecustomize.py", "usercustomize.py"})
 VENDORED = frozenset({"node_modules", ".venv", "venv", "vendor", "site-packages", ".tox", "bower_components"})
 
 _ROOT_SET = frozenset(SURFACE_ROOT)
-_BUILD_ROOT_SET = frozenset(BUILD_ROOT)
+_BUILD_ROOT_FILES = frozenset(b for b in BUILD_ROOT if b.count("/") <= 1)
+_NESTED_GIT_FILES = frozenset(GIT_SURFACE)
+_NESTED_GIT_DIRS = frozenset(GIT_SURFACE)
 
 
-def classify(rel: str, vendored: bool) -> SurfaceKind | None:
-    """The surface class of a non-directory at ``rel`` (POSIX, relative to the
-    project root), or None. ``vendored``: it lies below a vendored directory."""
-    parts = rel.split("/")
-    top = parts[0]
-    if top in _ROOT_SET:
-        return "surface"
-    name = parts[-1]
-    lower = name.lower()
-    if ".git" in parts[:-1] and _in_git_surface(parts):
-        return "surface"  # a nested repository's config and hooks, wherever it is
-    if not vendored:
-        if name in SURFACE_ANYWHERE:
+class Context:
+    """What a directory's position says about the entries in it, computed once
+    per directory so that the test per entry is a few set lookups."""
+
+    __slots__ = ("_rel", "all_kind", "git_dir", "node_bin", "root", "vendored")
+
+    def __init__(self, rel: str) -> None:
+        parts = rel.split("/") if rel else []
+        self.root = not parts
+        self.vendored = not VENDORED.isdisjoint(parts)
+        self.all_kind: SurfaceKind | None = None
+        self.git_dir = False  # directly inside a nested repository's .git
+        self.node_bin = len(parts) >= 2 and parts[-1] == ".bin" and parts[-2] == "node_modules"
+        if parts and parts[0] in _ROOT_SET:
+            self.all_kind = "surface"
+        elif ".git" in parts:
+            at = len(parts) - 1 - parts[::-1].index(".git")
+            inner = parts[at + 1 :]
+            if not inner:
+                self.git_dir = True
+            elif inner[0] in _NESTED_GIT_DIRS:
+                self.all_kind = "surface"
+        elif not self.vendored and any(rel == b or rel.startswith(b + "/") for b in BUILD_ROOT):
+            self.all_kind = "build"
+        self._rel = rel
+
+    def kind(self, name: str, lower: str) -> SurfaceKind | None:
+        """The surface class of a non-directory called ``name`` here."""
+        if self.all_kind is not None:
+            return self.all_kind
+        if self.root and name in _ROOT_SET:
             return "surface"
-        if lower in BUILD_ANYWHERE or (lower.startswith("docker-compose") and lower.endswith((".yml", ".yaml"))):
-            return "build"
-        if any(rel == b or rel.startswith(b + "/") for b in _BUILD_ROOT_SET):
-            return "build"
-        if parts[-1] == ".git":
+        if self.git_dir:
+            return "surface" if name in _NESTED_GIT_FILES else None
+        if name == ".git":
             return "surface"  # a gitdir pointer file: sends host git anywhere
+        if not self.vendored:
+            if name in SURFACE_ANYWHERE:
+                return "surface"
+            if lower in BUILD_ANYWHERE or (lower.startswith("docker-compose") and lower.endswith((".yml", ".yaml"))):
+                return "build"
+            if (f"{self._rel}/{name}" if self._rel else name) in _BUILD_ROOT_FILES:
+                return "build"
+            return None
+        if lower.endswith(".pth") or lower in STARTUP_NAMES or self.node_bin:
+            return "startup"
         return None
-    if lower.endswith(".pth") or lower in STARTUP_NAMES:
-        return "startup"
-    if len(parts) >= 3 and parts[-2] == ".bin" and parts[-3] == "node_modules":
-        return "startup"
-    return None
 
 
-def _in_git_surface(parts: list[str]) -> bool:
-    """parts lies inside a nested repository's .git and is one of GIT_SURFACE."""
-    at = len(parts) - 1 - parts[::-1].index(".git")
-    inner = "/".join(parts[at + 1 :])
-    return any(inner == g or inner.startswith(g + "/") for g in GIT_SURFACE)
-
-
-def is_vendored_name(name: str) -> bool:
-    return name in VENDORED
+def classify(rel: str, vendored: bool | None = None) -> SurfaceKind | None:
+    """The surface class of a non-directory at ``rel`` (POSIX, relative to the
+    project root), or None. ``vendored`` is implied by the path."""
+    parent, _, name = rel.rpartition("/")
+    return Context(parent).kind(name, name.lower())

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from hutch.guard import patterns
-from hutch.guard.surface import VENDORED, classify
+from hutch.guard.surface import Context, SurfaceKind
 
 FORMAT = "hutch-tree"
 VERSION = 1
@@ -219,7 +219,10 @@ class Walker:
 
     def scan(self, tree: Tree, rel: str, dir_fd: int, old: Tree | None) -> list[str]:
         """List one directory: its facts into tree; returns its subdirectories
-        to walk (those not masked, not .git/objects, not the top-level .git)."""
+        to walk (those not masked, not .git/objects, not the top-level .git).
+        This loop runs once per entry of the project: what can be decided per
+        directory is (surface.Context), and a plain file costs one lstat and a
+        few comparisons."""
         try:
             st = os.fstat(dir_fd)
             listing = list(os.scandir(dir_fd))
@@ -232,18 +235,20 @@ class Walker:
         racy = st.st_ctime_ns >= self.started_ns - RACY_NS
         tree.dirs[rel] = Dir(st.st_ino, 0 if racy else st.st_ctime_ns, facts)
         prefix = rel + "/" if rel else ""
-        parts = rel.split("/") if rel else []
-        vendored = not VENDORED.isdisjoint(parts)
-        in_git = ".git" in parts
+        context = Context(rel)
+        vendored = context.vendored
+        in_git = context.git_dir or ".git" in rel.split("/")
+        sniffing = self.policy.sniffing
         old_facts = old.dirs[rel].facts if old is not None and rel in old.dirs else {}
         policy = self.policy
         uid = self.uid
+        f_match, f_gate, f_all = self._f_match, self._f_gate, self._f_all
         subdirs: list[str] = []
         for entry in listing:
             name = entry.name
-            path = prefix + name
             lname = name.lower()
             if entry.is_dir(follow_symlinks=False):
+                path = prefix + name
                 if not rel and name == ".git":
                     continue  # the project's own repository is a copy-on-write layer
                 if in_git and name == "objects":
@@ -256,40 +261,55 @@ class Walker:
                 subdirs.append(path)
                 continue
             if entry.is_symlink():
-                flags = LINK
-                if policy.active and (policy.file(lname, path.lower()) or policy.dir(lname, path.lower())):
-                    flags |= MASKED_LINK
-                try:
-                    target = os.readlink(name, dir_fd=dir_fd)
-                    lst = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if _escapes(rel, target):
-                    flags |= OUTSIDE
-                kind = classify(path, vendored)
-                if kind is not None:
-                    flags |= _KIND_FLAG[kind]
-                if lst.st_uid != uid:
-                    flags |= FOREIGN
-                if flags != LINK:
-                    facts[name] = Fact(flags, lst.st_ino, lst.st_size, lst.st_mtime_ns, 0, lst.st_uid, target)
+                fact = self._link_fact(dir_fd, entry, prefix + name, lname, rel, context)
+                if fact is not None:
+                    facts[name] = fact
                 continue
             regular = entry.is_file(follow_symlinks=False)
-            if regular and (self._f_all or lname in self._f_gate or self._f_match(lname)) \
-                    and policy.file(lname, path.lower()):  # fmt: skip
+            if regular and (f_all or lname in f_gate or f_match(lname)) and policy.file(lname, (prefix + name).lower()):
                 facts[name] = Fact(MASKED, 0, 0, 0, 0, 0)
                 continue
             try:
                 fst = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            facts_of = self._file_facts(dir_fd, name, path, lname, fst, regular, vendored, in_git, old_facts.get(name))
-            if facts_of is not None:
-                facts[name] = facts_of
+            kind = context.kind(name, lname)
+            limit = patterns.sniff_limit(lname, vendored) if sniffing and regular else 0
+            if (kind is None and not limit and regular and not fst.st_mode & 0o7111 and fst.st_uid == uid
+                    and fst.st_nlink == 1):  # fmt: skip
+                continue  # a plain file of the user's: nothing to record
+            fact = self._file_fact(dir_fd, name, prefix + name, lname, fst, regular, kind, limit, in_git,
+                                   old_facts.get(name))  # fmt: skip
+            if fact is not None:
+                facts[name] = fact
         return subdirs
 
-    def _file_facts(self, dir_fd: int, name: str, path: str, lname: str, fst: os.stat_result,
-                    regular: bool, vendored: bool, in_git: bool, before: Fact | None) -> Fact | None:  # fmt: skip
+    def _link_fact(self, dir_fd: int, entry: os.DirEntry[str], path: str, lname: str, rel: str,
+                   context: Context) -> Fact | None:  # fmt: skip
+        flags = LINK
+        policy = self.policy
+        if policy.active and (policy.file(lname, path.lower()) or policy.dir(lname, path.lower())):
+            flags |= MASKED_LINK
+        try:
+            target = os.readlink(entry.name, dir_fd=dir_fd)
+            lst = entry.stat(follow_symlinks=False)
+        except OSError:
+            return None
+        if _escapes(rel, target):
+            flags |= OUTSIDE
+        kind = context.kind(entry.name, lname)
+        if kind is not None:
+            flags |= _KIND_FLAG[kind]
+        if entry.name == ".git":
+            flags |= REPO
+        if lst.st_uid != self.uid:
+            flags |= FOREIGN
+        if flags == LINK:
+            return None
+        return Fact(flags, lst.st_ino, lst.st_size, lst.st_mtime_ns, 0, lst.st_uid, target)
+
+    def _file_fact(self, dir_fd: int, name: str, path: str, lname: str, fst: os.stat_result, regular: bool,
+                   kind: SurfaceKind | None, limit: int, in_git: bool, before: Fact | None) -> Fact | None:  # fmt: skip
         mode = fst.st_mode
         flags = 0
         if not regular:
@@ -304,31 +324,25 @@ class Walker:
             flags |= HARDLINK
         if name == ".git":
             flags |= REPO
-        extra = ""
-        same = before is not None and (before.ino, before.size, before.mtime_ns) == (
+        mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
+        same = before is not None and before.mtime_ns and (before.ino, before.size, before.mtime_ns) == (
             fst.st_ino, fst.st_size, fst.st_mtime_ns)  # fmt: skip
-        if regular and self.policy.sniffing:
-            limit = patterns.sniff_limit(lname, vendored)
-            if limit and not self.policy.unmasked(lname, path.lower()):
-                if same and before is not None and before.flags & SNIFFED:
-                    verdict = bool(before.flags & MASKED)
-                else:
-                    verdict = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
-                flags |= SNIFFED | (MASKED if verdict else 0)
-                if verdict:
-                    mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
-                    return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid)
-        kind = classify(path, vendored)
+        if limit and not self.policy.unmasked(lname, path.lower()):
+            if same and before is not None and before.flags & SNIFFED:
+                verdict = bool(before.flags & MASKED)
+            else:
+                verdict = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
+            flags |= SNIFFED | (MASKED if verdict else 0)
+            if verdict:
+                return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid)
+        extra = ""
         if kind is not None:
             flags |= _KIND_FLAG[kind]
             if regular:
-                if same and before is not None and before.extra:
-                    extra = before.extra
-                else:
-                    extra = self._digest(dir_fd, name, fst.st_size)
+                extra = before.extra if same and before is not None and before.extra else \
+                    self._digest(dir_fd, name, fst.st_size)  # fmt: skip
         if not flags:
             return None
-        mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
         return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid, extra)
 
     def _digest(self, dir_fd: int, name: str, size: int) -> str:
@@ -391,7 +405,7 @@ class Walker:
                 os.close(fd)
             for child in subdirs:
                 known = old.dirs.get(child)
-                if known is None or child not in new.dirs and child not in changed:
+                if known is None or (child not in new.dirs and child not in changed):
                     self.walk(new, child, None)
         # Files hutch records may have changed in place (content, mode, links).
         relisted = set(changed)
@@ -424,9 +438,12 @@ class Walker:
                     fact.ino, fact.size, fact.mtime_ns, fact.mode, fact.uid):  # fmt: skip
                 continue
             path = f"{rel}/{name}" if rel else name
-            parts = path.split("/")
-            updated = self._file_facts(fd, name, path, name.lower(), fst, stat.S_ISREG(fst.st_mode),
-                                       not VENDORED.isdisjoint(parts[:-1]), ".git" in parts[:-1], fact)  # fmt: skip
+            context = Context(rel)
+            lname = name.lower()
+            regular = stat.S_ISREG(fst.st_mode)
+            limit = patterns.sniff_limit(lname, context.vendored) if self.policy.sniffing and regular else 0
+            updated = self._file_fact(fd, name, path, lname, fst, regular, context.kind(name, lname), limit,
+                                      ".git" in rel.split("/"), fact)  # fmt: skip
             if result is facts:
                 result = dict(facts)
             if updated is None:
