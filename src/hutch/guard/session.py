@@ -163,3 +163,37 @@ def load_git_start(state: str, session: str) -> tuple[str, gitlayer.RepoState] |
         return str(doc["project"]), gitlayer.RepoState(head, dict(start["refs"]), index)  # type: ignore[arg-type]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def recover(
+    *, state: str, session: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
+    surface: str, project: str,
+) -> Outcome | None:  # fmt: skip
+    """The end of a session whose hutch was killed: its .git layer carried
+    back, its changes found against the baseline it left, host-executed
+    changes set aside. None when it left nothing to look at."""
+    from hutch.guard import baseline_path
+    from hutch.guard import tree as t
+
+    path = baseline_path(state, project, session)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            baseline = t.Tree.loads(handle.read(), project, uid, None)
+    except OSError:
+        baseline = None
+    git = load_git_start(state, session)
+    upper = os.path.join(layer_dir(state, session), "git", "upper")
+    if baseline is None and git is None:
+        shutil.rmtree(layer_dir(state, session), ignore_errors=True)
+        return None
+    if baseline is None:
+        baseline = t.Tree(project, uid)
+    try:
+        return finish(
+            project=project, uid=uid, prepared_baseline=baseline, policy=baseline.policy, mask=mask,
+            unmask=unmask, no_mask=no_mask, state=state, session=session,
+            git_start=git[1] if git is not None else None, git_upper=upper if git is not None else None,
+            surface=surface, ask=None,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(layer_dir(state, session), ignore_errors=True)

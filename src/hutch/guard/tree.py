@@ -141,20 +141,22 @@ class Tree:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def loads(cls, text: str, root: str, uid: int, policy: str) -> Tree | None:
+    def loads(cls, text: str, root: str | None, uid: int, policy: str | None) -> Tree | None:
         """None when the text is not a tree of this root, user and secret
         policy (then the caller walks afresh)."""
         try:
             doc = json.loads(text)
             if doc.get("format") != FORMAT or doc.get("version") != VERSION:
                 return None
-            if doc.get("root") != root or doc.get("uid") != uid or doc.get("policy") != policy:
+            if root is not None and doc.get("root") != root:
+                return None
+            if doc.get("uid") != uid or (policy is not None and doc.get("policy") != policy):
                 return None
             dirs = {
                 rel: Dir(ino, ctime, {n: Fact(*f) for n, f in facts.items()})
                 for rel, (ino, ctime, facts) in doc["dirs"].items()
             }
-            return cls(root, uid, dirs, float(doc["full_at"]), policy)
+            return cls(str(doc["root"]), uid, dirs, float(doc["full_at"]), str(doc["policy"]))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
