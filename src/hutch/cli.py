@@ -62,6 +62,7 @@ class Args(argparse.Namespace):
     no_cache: bool
     all: bool
     session: str | None
+    paths: list[str]
     json: bool
     action: str
 
@@ -218,6 +219,13 @@ def _audit(ns: Args) -> int:
     return sessions.audit(workspace(ns), ns.session, as_json=ns.json)
 
 
+def _accept(ns: Args) -> int:
+    from hutch.commands import review
+
+    assert ns.session is not None  # a required positional of accept
+    return review.accept(workspace(ns), ns.session, list(ns.paths or ()))
+
+
 def _config(ns: Args) -> int:
     from hutch.commands import config
 
@@ -251,6 +259,9 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("what a session was denied or had masked", _audit,
                      ((None, (Option(("--json",), "flag", "one JSON object per line"),)),),
                      (Positional("session", "?", "session id (default: the latest)"),)),
+    "accept": Command("let host-executed files a session wrote into the project", _accept, (),
+                      (Positional("session", "1", "session id"),
+                       Positional("paths", "*", "only these paths (default: all it holds)"))),
     "config": Command("show the effective config, or write a template", _config,
                       ((None, (Option(("--force",), "flag", "config init: replace hutch.toml"),)),),
                       (Positional("action", "1", "trust: let this project's hutch.toml widen the "

@@ -65,7 +65,7 @@ class RepoState(NamedTuple):
 
     head: str | None  # HEAD's content
     refs: dict[str, str]
-    index: tuple[int, int, int] | None  # (inode, size, mtime_ns) of .git/index
+    index_id: tuple[int, int, int] | None  # (inode, size, mtime_ns) of .git/index
 
 
 def is_repository(gitdir: str) -> bool:
@@ -347,7 +347,9 @@ def carry(gitdir: str, upper: str, start: RepoState, session: str) -> list[Decis
             continue
         rel = entry.rel
         if rel.endswith(".lock"):
-            decisions.append(Decision(rel, "skipped", "a lock file left by an interrupted git command", "new"))
+            decisions.append(
+                Decision(rel, "skipped", "a lock file left by an interrupted git command", "new")
+            )
         elif rel.startswith("objects/"):
             if entry.kind == "whiteout":
                 decisions.append(Decision(rel, "skipped", "hutch never deletes objects", "deleted"))
@@ -357,8 +359,13 @@ def carry(gitdir: str, upper: str, start: RepoState, session: str) -> list[Decis
                 stem, suffix = _pack_stem(rel, length) or ("", "")
                 packs.setdefault(stem, set()).add(suffix)
             else:
-                decisions.append(_kept(entry, "not an object or pack file (alternates, graphs and "
-                                              "other object-store files stay away)"))  # fmt: skip
+                decisions.append(
+                    _kept(
+                        entry,
+                        "not an object or pack file (alternates, graphs and "
+                        "other object-store files stay away)",
+                    )
+                )
         elif rel.startswith("refs/") or rel == "packed-refs":
             refs_touched = True
         else:
@@ -450,7 +457,9 @@ def _carry_packs(gitdir: str, upper: str, packs: dict[str, set[str]], length: in
     return decisions
 
 
-def session_refs(gitdir: str, upper: str, entries: Iterable[layers.Entry], length: int) -> dict[str, str] | None:
+def session_refs(
+    gitdir: str, upper: str, entries: Iterable[layers.Entry], length: int
+) -> dict[str, str] | None:
     """The refs as the sandbox saw them at the end: the host's loose refs with
     the upper's over them, and the upper's packed-refs if it wrote one. None
     when the upper holds a ref file that is not valid."""
@@ -536,14 +545,17 @@ def _carry_refs(
 
 def _conflict(gitdir: str, name: str, want: str | None, session: str, change: str) -> Decision:
     if want is None or want.startswith("ref: "):
-        return Decision(name, "conflict", "the host moved this ref during the session; left as the host has it",
-                        change)  # fmt: skip
+        return Decision(
+            name, "conflict", "the host moved this ref during the session; left as the host has it", change
+        )
     parked = f"refs/heads/hutch/{session}/{name.removeprefix('refs/').removeprefix('heads/')}"
     _write_ref(gitdir, parked, want)
     return Decision(
-        name, "conflict", f"the host moved this ref during the session; the session's commit is on {parked}",
+        name,
+        "conflict",
+        f"the host moved this ref during the session; the session's commit is on {parked}",
         change,
-    )  # fmt: skip
+    )
 
 
 def _locked_write(path: str, content: bytes) -> None:
@@ -626,9 +638,13 @@ def _carry_other(gitdir: str, upper: str, entry: layers.Entry, start: RepoState,
             now: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError:
             now = None
-        if now != start.index:
-            return Decision(rel, "conflict", "the host changed its index during the session; "
-                                             "git rebuilds what it needs", change)  # fmt: skip
+        if now != start.index_id:
+            return Decision(
+                rel,
+                "conflict",
+                "the host changed its index during the session; git rebuilds what it needs",
+                change,
+            )
         _locked_write(dest, content)
         return Decision(rel, "carried", "index", change)
     if rel.startswith("logs/"):
@@ -641,9 +657,10 @@ def _carry_other(gitdir: str, upper: str, entry: layers.Entry, start: RepoState,
         _locked_write(dest, content)
         return Decision(rel, "carried", "reflog", change)
     if rel in STATE_FILES or rel == "shallow":
-        if not _text_ok(content) or (rel == "shallow" and not all(
-            _is_oid(line, length) for line in content.decode("ascii", "replace").split()
-        )):  # fmt: skip
+        if not _text_ok(content) or (
+            rel == "shallow"
+            and not all(_is_oid(line, length) for line in content.decode("ascii", "replace").split())
+        ):
             return Decision(rel, "kept", "not what git writes there", change)
         _locked_write(dest, content)
         return Decision(rel, "carried", "git state file", change)

@@ -20,6 +20,7 @@ PROXY_SOCKET = f"{RUNTIME_DIR}/egress/egress.sock"
 # Named values travel in this file, read by the entrypoint, so that they are
 # neither in argv nor in the engine's container metadata.
 ENV_FILE = f"{RUNTIME_DIR}/env"
+GATE_SOCKET = f"{RUNTIME_DIR}/gate.sock"
 # Targets a user mount may not cover: they would hide or replace what the
 # sandbox's guarantees rest on.
 RESERVED_TARGETS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/run/hutch")
@@ -92,10 +93,24 @@ class HostFacts(NamedTuple):
     empty_dir: str = ""
 
 
+class Layer(NamedTuple):
+    """A copy-on-write layer over a project path (hutch.layers): the engine
+    reaches the host directory through ``lower``."""
+
+    rel: str
+    lower: str
+    upper: str
+    work: str
+
+
 class Masking(NamedTuple):
+    """How the project looks inside beyond its own mount, as hutch.guard
+    decided it: paths relative to the project root."""
+
     files: tuple[str, ...] = ()
     dirs: tuple[str, ...] = ()
     readonly: tuple[str, ...] = ()
+    layers: tuple[Layer, ...] = ()
 
 
 NO_MASKING = Masking()
@@ -200,6 +215,8 @@ def build_run_plan(
     workdir = posixpath.normpath(posixpath.join(target, rel))
 
     mounts: list[Mount] = [Mount(project, target)]
+    for layer in masking.layers:
+        mounts.append(Mount(layer.lower, posixpath.join(target, layer.rel), False, layer.upper, layer.work))
     for rel_path in masking.readonly:
         mounts.append(Mount(posixpath.join(project, rel_path), posixpath.join(target, rel_path), True))
     for rel_path in masking.files:
@@ -241,6 +258,8 @@ def build_run_plan(
     if tty:
         fixed.append(EnvVar("TERM", host.environ.get("TERM", "xterm-256color")))
     if host.runtime_dir is not None:
+        # The entrypoint waits here until hutch has checked the mounts (hutch.gate).
+        fixed.append(EnvVar("HUTCH_GATE", GATE_SOCKET))
         mounts.append(Mount(host.runtime_dir, RUNTIME_DIR))
     if settings.network_mode == "allowlist" and host.runtime_dir is not None:
         proxy_url = f"http://127.0.0.1:{PROXY_PORT}"

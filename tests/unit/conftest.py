@@ -87,8 +87,8 @@ class FakeEngine(Engine):
         self.images.add(tag)
         return BuildCommand((sys.executable, "-c", "print('Step 1/1 : built')"), {}, buildkit)
 
-    def mount_arg(self, mount: Mount) -> str:
-        return bind_mount_arg(mount)
+    def mount_args(self, mount: Mount) -> list[str]:
+        return ["--mount", bind_mount_arg(mount)]
 
     def doctor_checks(self) -> list[Check]:
         return [Check("ok", "fake engine answers")]

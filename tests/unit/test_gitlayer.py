@@ -118,8 +118,13 @@ def test_config_hooks_and_indirection_files_stay_away(s: Session) -> None:
     (s.merged / "rebase-merge" / "git-rebase-todo").write_text("exec touch /tmp/pwned\n")
     before = (s.gitdir / "config").read_bytes()
     decisions = s.carry()
-    for rel in ("config", "hooks/pre-commit", "commondir", "objects/info/alternates",
-                "rebase-merge/git-rebase-todo"):  # fmt: skip
+    for rel in (
+        "config",
+        "hooks/pre-commit",
+        "commondir",
+        "objects/info/alternates",
+        "rebase-merge/git-rebase-todo",
+    ):
         assert decisions[rel].outcome == "kept", rel
     assert (s.gitdir / "config").read_bytes() == before
     for rel in ("hooks/pre-commit", "commondir", "objects/info/alternates", "rebase-merge"):

@@ -22,8 +22,11 @@ from hutch.plan import build_run_plan
 from hutch.workspace import Workspace, check_mount_sources, check_project
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hutch.egress.session import SessionEgress
-    from hutch.guard import Guard
+    from hutch.guard import Outcome
+    from hutch.guard.session import Protection
     from hutch.image.recipe import Recipe
     from hutch.plan import Masking, RunPlan
 
@@ -40,7 +43,8 @@ class RunRequest(NamedTuple):
 
 
 def execute(ws: Workspace, request: RunRequest) -> int:
-    from hutch import freshness, guard, trust
+    from hutch import freshness, trust
+    from hutch.guard.session import Protection
 
     agent = ws.agent(request.agent)
     check_project(ws, force=request.force)
@@ -57,32 +61,43 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     if not request.dry_run:
         images.ensure_image(ws, recipe)
         freshness.on_run(ws, agent)
+        recover_killed(ws)
     session_id = sessions.new_session_id()
     uid = os.getuid()
-    checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)
-    for warning in checks.warnings:
+    s = ws.settings
+    try:
+        protection = Protection.open(
+            project=ws.project, uid=uid, mask=s.mask, unmask=s.unmask, no_mask=request.no_mask,
+            state=ws.dirs.state, session=session_id,
+        )
+    except OSError as err:
+        raise SetupFailed(f"cannot read the project {ws.project}: {err.strerror}",
+                          "check that the directory exists and is yours") from err  # fmt: skip
+    for warning in protection.prepared.warnings:
         ws.warn(warning)
     runtime = sessions.make_runtime_dir(session_id)
     egress = None
     launched = False
     status = 1
     try:
-        if ws.settings.network_mode == "allowlist":
+        if s.network_mode == "allowlist":
             from hutch.egress.session import SessionEgress, audit_path
 
             egress = SessionEgress.prepare(
-                mode=ws.settings.network_mode,
-                allow=agent.allow + ws.settings.allow,
-                allow_private=ws.settings.allow_private,
+                mode=s.network_mode,
+                allow=agent.allow + s.allow,
+                allow_private=s.allow_private,
                 runtime_dir=runtime,
                 audit=audit_path(ws.dirs.state, session_id),
                 session=session_id,
             )
+        protection.make_git_layer(engine=ws.engine.name)
         facts = host_facts(ws, agent, runtime_dir=runtime)
+        masking = protection.masking()
         plan = build_run_plan(
-            ws.settings, agent, facts, image=recipe.tag, session=session_id, command=command,
-            interactive=interactive, tty=tty, masking=checks.masking,
-        )  # fmt: skip
+            s, agent, facts, image=recipe.tag, session=session_id, command=command,
+            interactive=interactive, tty=tty, masking=masking,
+        )._replace(seccomp=_seccomp(ws))  # fmt: skip
         if request.dry_run:
             print(shlex.join(ws.engine.run_argv(plan)))
             named = [f"{v.name}=<redacted>" for v in plan.env if v.secret]
@@ -97,22 +112,66 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             # A fresh agent home: the agent will ask to log in.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
-        summary = describe(plan, checks.masking, allow_count)
+        summary = describe(plan, masking, allow_count)
         gap = ws.engine.limits_gap(plan)
         if gap is not None:
             summary += f" | {gap.summary}"
             _warn_once(ws, "limits-gap", gap.warning)
         ws.say(summary)
+        target = plan.mounts[0].target
+        protection.open_gate(runtime, protection.expectations(
+            target=target, empty_file=facts.empty_file, empty_dir=facts.empty_dir))  # fmt: skip
         launched = True
-        status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress)
+        status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=protection.gate_ready)
+        failure = protection.gate_failure()
+        if failure is not None:
+            launched = protection.gate_opened()
+            raise SetupFailed(
+                f"the sandbox did not start: {failure}; nothing ran in it",
+                "another session of this project may be renaming files while this one starts: try again",
+            )
     finally:
         denied = egress.finish() if egress is not None else 0
+        protection.close_gate()
+        if launched:
+            _report(ws, protection, agent=agent.name, session=session_id, status=status, denied=denied,
+                    interactive=tty)  # fmt: skip
+        protection.close()
         # Best effort: what cannot be removed is left for `hutch gc`.
         shutil.rmtree(runtime, ignore_errors=True)
-        if launched:
-            _report(ws, checks, agent=agent.name, session=session_id, uid=uid, status=status,
-                    denied=denied)  # fmt: skip
     return status
+
+
+def _seccomp(ws: Workspace) -> str | None:
+    from hutch.engines import seccomp
+
+    try:
+        return seccomp.profile_file(ws.dirs.state)
+    except (OSError, ValueError) as err:
+        raise SetupFailed(
+            f"hutch's seccomp profile could not be made: {err}",
+            "check the containers-common profile (/usr/share/containers/seccomp.json)",
+        ) from err
+
+
+def recover_killed(ws: Workspace) -> None:
+    """Sessions of this project whose hutch was killed: reap their sandboxes,
+    carry their .git layers back and report what they changed."""
+    from hutch.guard.session import recover
+
+    stale = [
+        (path, data) for path, data in sessions.stale_records(ws.dirs) if data.get("project") == ws.project
+    ]
+    if not stale:
+        return
+    sessions.reap_stale(ws.dirs, ws.engine)
+    s = ws.settings
+    for _path, data in stale:
+        session = str(data.get("session"))
+        outcome = recover(state=ws.dirs.state, session=session, uid=os.getuid(), mask=s.mask, unmask=s.unmask,
+                          no_mask=False, surface=s.surface, project=ws.project)  # fmt: skip
+        if outcome is not None:
+            _tell(ws, outcome, session, prefix=f"session {session} ended without hutch (killed?); ")
 
 
 def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
@@ -147,6 +206,7 @@ def launch(
     *,
     runtime_dir: str | None = None,
     egress: SessionEgress | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
     engine = ws.engine
@@ -165,6 +225,8 @@ def launch(
         # critical path. The proxy first: the entrypoint waits for its socket.
         if egress is not None:
             egress.start()
+        if on_ready is not None:
+            on_ready()  # the start gate may now answer: the proxy listens
         if not records:
             sessions.reap_stale(ws.dirs, engine)
             records.append(sessions.record_session(
@@ -194,23 +256,40 @@ def launch(
     return status
 
 
-def _report(
-    ws: Workspace, checks: Guard, *, agent: str, session: str, uid: int, status: int, denied: int
-) -> None:
-    """After the session: what changed in the host-executed surface, what was denied."""
-    from hutch import guard
-    from hutch.secrets.surface import format_changes
+def _report(ws: Workspace, protection: Protection, *, agent: str, session: str, status: int, denied: int,
+            interactive: bool) -> None:  # fmt: skip
+    """After the session: the .git layer carried back, what changed in the
+    host-executed surface (held or reported), what was denied."""
+    from hutch.guard import terminal_ask, write_record
 
-    changes = guard.after(ws.project, uid, checks)
-    guard.write_record(ws.dirs.state, session, ws.project, agent, checks, changes, status)
-    if changes:
-        ws.warn(
-            "the session changed files that the host may run later:\n"
-            + format_changes(changes)
-            + f"\n  review them; `hutch audit {session}` keeps the list"
-        )
+    ask = terminal_ask if interactive and sys.stdin.isatty() and sys.stderr.isatty() else None
+    outcome = protection.finish(surface=ws.settings.surface, ask=ask)
+    write_record(
+        ws.dirs.state, session=session, project=ws.project, agent=agent,
+        prepared=protection.prepared, outcome=outcome, status=status,
+    )
+    _tell(ws, outcome, session)
     if denied:
         ws.warn(
             f"{denied} connection(s) were denied; `hutch audit {session}` "
             "lists them and what would allow them"
+        )
+
+
+def _tell(ws: Workspace, outcome: Outcome, session: str, prefix: str = "") -> None:
+    from hutch.guard.report import format_changes
+
+    if outcome.changes:
+        ws.warn(
+            prefix
+            + "the session changed files that the host may run later:\n"
+            + format_changes(outcome.changes)
+            + f"\n  `hutch audit {session}` keeps the list"
+        )
+    if outcome.held.items:
+        count = len(outcome.held.items)
+        ws.warn(
+            f"{count} of them {'is' if count == 1 else 'are'} set aside until you accept "
+            f"{'it' if count == 1 else 'them'}: review, then `hutch accept {session} [PATH...]` "
+            f"(they wait in {ws.dirs.state}/quarantine/{session})"
         )

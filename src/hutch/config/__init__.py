@@ -34,6 +34,7 @@ class Settings(NamedTuple):
     pids: int
     auth: str
     caches: tuple[str, ...]
+    surface: str
     network_mode: str
     allow: tuple[str, ...]
     allow_private: tuple[str, ...]

@@ -189,7 +189,7 @@ def allow_entries(value: object, where: str) -> tuple[str, ...]:
 
 
 def mask_patterns(value: object, where: str) -> tuple[str, ...]:
-    from hutch.secrets.scan import check_patterns
+    from hutch.guard.patterns import check_patterns
 
     entries = string_list()(value, where)
     assert isinstance(entries, tuple)
@@ -235,6 +235,8 @@ SCHEMA: dict[str, Key] = {
     "sandbox.pids": Key(positive_int, 4096, "process limit"),
     "sandbox.auth": Key(choice("isolated", "host"), "isolated", "agent login state"),
     "sandbox.caches": Key(caches, (), "package caches kept per project"),
+    "sandbox.surface": Key(choice("ask", "report"), "ask",
+                           "host-executed files the agent wrote: held until you say yes, or only reported"),
     "network.mode": Key(choice(*NETWORK_MODES), "allowlist", "egress policy", "network_mode"),
     "network.allow": Key(allow_entries, (), "hosts reachable through the proxy"),
     "network.allow_private": Key(

@@ -33,8 +33,10 @@ class Docker(Engine):
         # daemon when the container starts and removed with it. userxattr keeps
         # the upper readable without privileges.
         options = f"lowerdir={mount.source},upperdir={mount.upper},workdir={mount.work},userxattr"
-        fields = ["type=volume", csv_field(f"target={mount.target}"), "volume-driver=local",
-                  "volume-opt=type=overlay", "volume-opt=device=overlay", csv_field(f"volume-opt=o={options}")]  # fmt: skip
+        fields = [
+            "type=volume", csv_field(f"target={mount.target}"), "volume-driver=local",
+            "volume-opt=type=overlay", "volume-opt=device=overlay", csv_field(f"volume-opt=o={options}"),
+        ]  # fmt: skip
         return ["--mount", ",".join(fields)]
 
     def run_argv(self, plan: RunPlan) -> list[str]:

@@ -77,14 +77,31 @@ def narrowed(profile: dict[str, object]) -> dict[str, object]:
         if names:
             kept.append({**rule, "names": names})
     for name, index in MODE_ARG.items():
-        kept.append(Rule(names=[name], action="SCMP_ACT_ALLOW",
-                         args=[Arg(index=index, value=SETID, valueTwo=0, op="SCMP_CMP_MASKED_EQ")]))  # fmt: skip
+        kept.append(
+            Rule(
+                names=[name],
+                action="SCMP_ACT_ALLOW",
+                args=[Arg(index=index, value=SETID, valueTwo=0, op="SCMP_CMP_MASKED_EQ")],
+            )
+        )
         for bit in (0o4000, 0o2000):
-            kept.append(Rule(names=[name], action="SCMP_ACT_ERRNO", errnoRet=EPERM,
-                             args=[Arg(index=index, value=bit, valueTwo=bit, op="SCMP_CMP_MASKED_EQ")],
-                             comment="hutch: no setuid or setgid bits"))  # fmt: skip
-    kept.append(Rule(names=["openat2"], action="SCMP_ACT_ERRNO", errnoRet=ENOSYS,
-                     comment="hutch: openat2's mode cannot be checked"))  # fmt: skip
+            kept.append(
+                Rule(
+                    names=[name],
+                    action="SCMP_ACT_ERRNO",
+                    errnoRet=EPERM,
+                    args=[Arg(index=index, value=bit, valueTwo=bit, op="SCMP_CMP_MASKED_EQ")],
+                    comment="hutch: no setuid or setgid bits",
+                )
+            )
+    kept.append(
+        Rule(
+            names=["openat2"],
+            action="SCMP_ACT_ERRNO",
+            errnoRet=ENOSYS,
+            comment="hutch: openat2's mode cannot be checked",
+        )
+    )
     return {**profile, "syscalls": kept}
 
 

@@ -67,9 +67,20 @@ def project_dir(state: str, project: str) -> str:
 
 
 def policy_key(mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> str:
-    material = json.dumps([t.VERSION, mask, unmask, no_mask, patterns.DEFAULT_MASK_PATTERNS,
-                           patterns.DEFAULT_UNMASK_PATTERNS, sorted(patterns.PLAIN_JSON),
-                           patterns.SMALL_SUFFIXES, patterns.PEM_SUFFIXES, SURFACE_ROOT])  # fmt: skip
+    material = json.dumps(
+        [
+            t.VERSION,
+            mask,
+            unmask,
+            no_mask,
+            patterns.DEFAULT_MASK_PATTERNS,
+            patterns.DEFAULT_UNMASK_PATTERNS,
+            sorted(patterns.PLAIN_JSON),
+            patterns.SMALL_SUFFIXES,
+            patterns.PEM_SUFFIXES,
+            SURFACE_ROOT,
+        ]
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -113,9 +124,16 @@ def _open_root(project: str) -> int:
 
 
 def prepare(
-    *, project: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
-    state: str, session: str, now: float | None = None,
-) -> Prepared:  # fmt: skip
+    *,
+    project: str,
+    uid: int,
+    mask: tuple[str, ...],
+    unmask: tuple[str, ...],
+    no_mask: bool,
+    state: str,
+    session: str,
+    now: float | None = None,
+) -> Prepared:
     """Walk (or re-walk what changed of) the project and plan its protection.
     Raises OSError when the project cannot be read."""
     key = policy_key(mask, unmask, no_mask)
@@ -145,18 +163,23 @@ def prepare(
     warnings: list[str] = []
     masked_links = tree.paths(t.MASKED_LINK)
     if masked_links:
-        warnings.append(f"symlinks named like secrets are not masked (they point elsewhere): "
-                        f"{report.names(masked_links)}")  # fmt: skip
+        warnings.append(
+            f"symlinks named like secrets are not masked (they point elsewhere): {report.names(masked_links)}"
+        )
     unreadable = tree.paths(t.UNREADABLE)
     if unreadable:
         warnings.append(f"unreadable, so not checked for secrets: {report.names(unreadable)}")
     if links:
-        warnings.append("host-executed paths that are symlinks stay writable (binding them would follow "
-                        f"the link): {report.names(links)}; hutch reports changes to them afterwards")  # fmt: skip
+        warnings.append(
+            "host-executed paths that are symlinks stay writable (binding them would follow "
+            f"the link): {report.names(links)}; hutch reports changes to them afterwards"
+        )
     hardlinks = tree.paths(t.HARDLINK)
     if hardlinks:
-        warnings.append(f"{len(hardlinks)} file(s) are hard-linked from outside the project; the agent "
-                        f"can change the other copies too: {report.names(hardlinks)}")  # fmt: skip
+        warnings.append(
+            f"{len(hardlinks)} file(s) are hard-linked from outside the project; the agent "
+            f"can change the other copies too: {report.names(hardlinks)}"
+        )
     if no_mask:
         warnings.append("--no-mask: secret files in the project are visible to the agent")
     return Prepared(
@@ -214,7 +237,7 @@ def _readonly(root_fd: int, tree: t.Tree) -> tuple[list[Bind], list[str]]:
 
 
 def _kind(root_fd: int, rel: str) -> str | None:
-    """"file", "dir", "link" (the path or a parent below the root is a link), or None."""
+    """ "file", "dir", "link" (the path or a parent below the root is a link), or None."""
     fd = open_beneath(root_fd, rel)
     if fd is None:
         # A missing component, or a link on the way: find out which.
@@ -253,10 +276,21 @@ def _git_layer(root_fd: int, project: str) -> GitLayer | None:
 
 
 def finish(
-    *, project: str, uid: int, prepared_baseline: t.Tree, policy: str, mask: tuple[str, ...],
-    unmask: tuple[str, ...], no_mask: bool, state: str, session: str, git_start: gitlayer.RepoState | None,
-    git_upper: str | None, surface: str, ask: Callable[[str, str], bool] | None,
-) -> Outcome:  # fmt: skip
+    *,
+    project: str,
+    uid: int,
+    prepared_baseline: t.Tree,
+    policy: str,
+    mask: tuple[str, ...],
+    unmask: tuple[str, ...],
+    no_mask: bool,
+    state: str,
+    session: str,
+    git_start: gitlayer.RepoState | None,
+    git_upper: str | None,
+    surface: str,
+    ask: Callable[[str, str], bool] | None,
+) -> Outcome:
     """Carry the .git layer back, find what changed, strip setuid bits, set
     host-executed changes aside (surface = "ask") and save the tree."""
     held = quarantine.load(state, session) or quarantine.new_held(session, project)
@@ -269,8 +303,14 @@ def finish(
         for decision in decisions:
             if decision.outcome == "kept":
                 quarantine.hold_git(state, held, gitdir, git_upper, decision.rel, decision.change)
-                found.append(report.Change("git", f"{GIT}/{decision.rel}",
-                                           f"{decision.change}, kept away: {decision.reason}", decision.change))
+                found.append(
+                    report.Change(
+                        "git",
+                        f"{GIT}/{decision.rel}",
+                        f"{decision.change}, kept away: {decision.reason}",
+                        decision.change,
+                    )
+                )
             elif decision.outcome == "conflict":
                 found.append(report.Change("git", f"{GIT}/{decision.rel}", decision.reason, decision.change))
     root_fd = _open_root(project)
@@ -294,7 +334,9 @@ def finish(
             quarantine.set_aside(state, held, project, change.path, change.change, original, blobs)
     quarantine.save(state, held)
     if ask is not None and held.items:
-        yes = [item.path for item in held.items if ask(item.path, quarantine.diff_text(state, held, item, blobs))]
+        yes = [
+            item.path for item in held.items if ask(item.path, quarantine.diff_text(state, held, item, blobs))
+        ]
         if yes:
             quarantine.accept(state, held, yes)
     try:
@@ -328,8 +370,10 @@ def _strip_setid(walker: t.Walker, rel: str) -> None:
 
 def terminal_ask(path: str, diff: str) -> bool:
     """Show a held change on the terminal and ask whether the project keeps it."""
-    print(f"hutch: {report.display(path)} was changed by the session and is run by tools on the host:",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"hutch: {report.display(path)} was changed by the session and is run by tools on the host:",
+        file=sys.stderr,
+    )
     print(diff, file=sys.stderr)
     try:
         answer = input("hutch: keep this change in the project? [y/N] ")
@@ -337,3 +381,45 @@ def terminal_ask(path: str, diff: str) -> bool:
         print(file=sys.stderr)
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+# --------------------------------------------------------------------------
+# The record `hutch audit` reads
+
+
+def audit_dir(state: str) -> str:
+    return os.path.join(state, "audit")
+
+
+def write_record(
+    state: str, *, session: str, project: str, agent: str, prepared: Prepared, outcome: Outcome, status: int
+) -> str:
+    directory = audit_dir(state)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{session}.json")
+    record = {
+        "session": session,
+        "project": project,
+        "agent": agent,
+        "ended": time.time(),
+        "status": status,
+        "masked_files": list(prepared.masked_files),
+        "masked_dirs": list(prepared.masked_dirs),
+        "readonly": [b.rel for b in prepared.readonly],
+        "hardlinks": list(prepared.hardlinks),
+        "changes": [
+            {"kind": c.kind, "path": c.path, "detail": c.detail, "change": c.change} for c in outcome.changes
+        ],
+        "held": [{"path": i.path, "change": i.change, "kind": i.kind} for i in outcome.held.items],
+        "git": [
+            {"path": d.rel, "outcome": d.outcome, "reason": d.reason}
+            for d in outcome.git
+            if d.outcome != "carried" or d.reason not in ("object", "pack")
+        ],
+    }
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path

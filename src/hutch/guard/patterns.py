@@ -92,9 +92,19 @@ JSON_LIMIT = 64 << 10
 SMALL_SUFFIXES = (".txt", ".conf", ".cfg", ".ini")
 # JSON files that never hold credentials and are very common.
 PLAIN_JSON = frozenset(
-    {"package.json", "package-lock.json", "tsconfig.json", "jsconfig.json", "composer.json",
-     "composer.lock", "manifest.json", ".eslintrc.json", "renovate.json", "angular.json"}
-)  # fmt: skip
+    {
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "jsconfig.json",
+        "composer.json",
+        "composer.lock",
+        "manifest.json",
+        ".eslintrc.json",
+        "renovate.json",
+        "angular.json",
+    }
+)
 
 _WILDCARDS = frozenset("*?[")
 
@@ -240,12 +250,24 @@ class Policy:
         self.sniffing = use_defaults
 
     def file(self, name: str, rel: str) -> bool:
-        return self._masked(self._default_mask.files, self._default_unmask.files,
-                            self._user_mask.files, self._user_unmask.files, name, rel)  # fmt: skip
+        return self._masked(
+            self._default_mask.files,
+            self._default_unmask.files,
+            self._user_mask.files,
+            self._user_unmask.files,
+            name,
+            rel,
+        )
 
     def dir(self, name: str, rel: str) -> bool:
-        return self._masked(self._default_mask.dirs, self._default_unmask.dirs,
-                            self._user_mask.dirs, self._user_unmask.dirs, name, rel)  # fmt: skip
+        return self._masked(
+            self._default_mask.dirs,
+            self._default_unmask.dirs,
+            self._user_mask.dirs,
+            self._user_unmask.dirs,
+            name,
+            rel,
+        )
 
     def unmasked(self, name: str, rel: str) -> bool:
         """A user `unmask` entry lifts the content checks too."""

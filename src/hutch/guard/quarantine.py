@@ -13,7 +13,6 @@ is told to drop it.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -77,8 +76,12 @@ def save(state: str, held: Held) -> None:
     if not held.items:
         shutil.rmtree(directory, ignore_errors=True)
         return
-    doc = {"session": held.session, "project": held.project, "created": held.created,
-           "items": [item._asdict() for item in held.items]}  # fmt: skip
+    doc = {
+        "session": held.session,
+        "project": held.project,
+        "created": held.created,
+        "items": [item._asdict() for item in held.items],
+    }
     path = os.path.join(directory, MANIFEST)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -186,8 +189,10 @@ def accept(state: str, held: Held, paths: list[str] | None) -> tuple[list[Item],
     wanted = None if not paths else {p.strip("/") for p in paths}
     files = held.files_dir(root(state))
     for item in list(held.items):
-        if wanted is not None and item.path not in wanted and not any(
-            item.path.startswith(w + "/") for w in wanted
+        if (
+            wanted is not None
+            and item.path not in wanted
+            and not any(item.path.startswith(w + "/") for w in wanted)
         ):
             continue
         dest = os.path.join(held.project, item.path)
@@ -216,6 +221,8 @@ def accept(state: str, held: Held, paths: list[str] | None) -> tuple[list[Item],
 
 def diff_text(state: str, held: Held, item: Item, blobs: str, limit: int = 60) -> str:
     """A unified diff of what accepting the item would change, for a terminal."""
+    import difflib
+
     if item.change == "deleted":
         return f"  (the session deleted {display(item.path)})"
     if item.link:
@@ -234,12 +241,15 @@ def diff_text(state: str, held: Held, item: Item, blobs: str, limit: int = 60) -
             old = None
     if b"\0" in new or (old is not None and b"\0" in old):
         return f"  binary file, {len(new)} bytes"
-    lines = list(difflib.unified_diff(
-        (old or b"").decode("utf-8", "replace").splitlines(),
-        new.decode("utf-8", "replace").splitlines(),
-        fromfile=f"a/{item.path}" if old is not None else "/dev/null",
-        tofile=f"b/{item.path}", lineterm="",
-    ))  # fmt: skip
+    lines = list(
+        difflib.unified_diff(
+            (old or b"").decode("utf-8", "replace").splitlines(),
+            new.decode("utf-8", "replace").splitlines(),
+            fromfile=f"a/{item.path}" if old is not None else "/dev/null",
+            tofile=f"b/{item.path}",
+            lineterm="",
+        )
+    )
     shown = [display(line) for line in lines[:limit]]
     if len(lines) > limit:
         shown.append(f"... {len(lines) - limit} more lines")

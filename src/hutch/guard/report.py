@@ -16,9 +16,17 @@ from hutch.guard import tree as t
 from hutch.guard.surface import VENDORED
 
 ChangeKind = Literal[
-    "surface", "git", "repo", "setuid", "build", "startup", "executable",
-    "link-outside", "foreign-owner", "hardlink",
-]  # fmt: skip
+    "surface",
+    "git",
+    "repo",
+    "setuid",
+    "build",
+    "startup",
+    "executable",
+    "link-outside",
+    "foreign-owner",
+    "hardlink",
+]
 
 # Most dangerous first.
 RANK: dict[str, int] = {
@@ -84,8 +92,14 @@ def changes(pairs: Iterable[t.Pair]) -> list[Change]:
             found.append(Change("surface", rel, _describe(new, created), change))
             serious = True
         if flags & t.REPO and not was & t.REPO:
-            found.append(Change("repo", rel, "a new git repository: git on the host reads its config "
-                                             "and runs its hooks there", change))  # fmt: skip
+            found.append(
+                Change(
+                    "repo",
+                    rel,
+                    "a new git repository: git on the host reads its config and runs its hooks there",
+                    change,
+                )
+            )
             serious = True
         if flags & t.SETID and (created or not was & t.SETID):
             found.append(Change("setuid", rel, f"setuid/setgid bit (mode {new.mode:04o})", change))
@@ -96,11 +110,16 @@ def changes(pairs: Iterable[t.Pair]) -> list[Change]:
         if flags & t.BUILD and (created or _content_changed(old, new)):
             found.append(Change("build", rel, _describe(new, created), change))
             serious = True
-        if flags & t.OUTSIDE and (created or not was & t.OUTSIDE or (old is not None and old.extra != new.extra)):
+        if flags & t.OUTSIDE and (
+            created or not was & t.OUTSIDE or (old is not None and old.extra != new.extra)
+        ):
             found.append(Change("link-outside", rel, f"-> {new.extra}", change))
         if not serious and flags & t.EXEC and (created or not was & t.EXEC or _content_changed(old, new)):
-            what = "new executable" if created else (
-                "exec bit added" if not was & t.EXEC else "executable changed")  # fmt: skip
+            what = (
+                "new executable"
+                if created
+                else ("exec bit added" if not was & t.EXEC else "executable changed")
+            )
             found.append(Change("executable", rel, f"{what} (mode {new.mode:04o})", change))
         if flags & t.FOREIGN and (created or not was & t.FOREIGN):
             found.append(Change("foreign-owner", rel, f"owned by uid {new.uid}", change))

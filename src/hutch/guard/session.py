@@ -16,7 +16,7 @@ from collections.abc import Callable
 from hutch import gitlayer, layers
 from hutch.gate import Expect, Gate, Pinned, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
-from hutch.plan import Mount
+from hutch.plan import Layer, Masking
 
 
 def layer_dir(state: str, session: str) -> str:
@@ -26,8 +26,18 @@ def layer_dir(state: str, session: str) -> str:
 class Protection:
     """Owns one session's walk results, its `.git` layer and its start gate."""
 
-    def __init__(self, *, project: str, uid: int, state: str, session: str, prepared: Prepared,
-                 mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        project: str,
+        uid: int,
+        state: str,
+        session: str,
+        prepared: Prepared,
+        mask: tuple[str, ...],
+        unmask: tuple[str, ...],
+        no_mask: bool,
+    ) -> None:
         self.project = project
         self.uid = uid
         self.state = state
@@ -44,17 +54,33 @@ class Protection:
 
     @classmethod
     def open(
-        cls, *, project: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
-        state: str, session: str,
-    ) -> Protection:  # fmt: skip
-        prepared = prepare(project=project, uid=uid, mask=mask, unmask=unmask, no_mask=no_mask,
-                           state=state, session=session)  # fmt: skip
-        return cls(project=project, uid=uid, state=state, session=session, prepared=prepared,
-                   mask=mask, unmask=unmask, no_mask=no_mask)  # fmt: skip
+        cls,
+        *,
+        project: str,
+        uid: int,
+        mask: tuple[str, ...],
+        unmask: tuple[str, ...],
+        no_mask: bool,
+        state: str,
+        session: str,
+    ) -> Protection:
+        prepared = prepare(
+            project=project, uid=uid, mask=mask, unmask=unmask, no_mask=no_mask, state=state, session=session
+        )
+        return cls(
+            project=project,
+            uid=uid,
+            state=state,
+            session=session,
+            prepared=prepared,
+            mask=mask,
+            unmask=unmask,
+            no_mask=no_mask,
+        )
 
     # -- the .git layer -------------------------------------------------------------
 
-    def make_git_layer(self, *, engine: str, runtime_dir: str) -> None:
+    def make_git_layer(self, *, engine: str) -> None:
         """Create the upper and work directories for the .git layer, and the
         path through which the engine reaches the lower one: Docker's daemon
         (root, in hutch's mount namespace) opens /proc/PID/fd/N, the directory
@@ -74,21 +100,20 @@ class Protection:
             self._git_fd = os.open(gitdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             self.git_lower = f"/proc/{os.getpid()}/fd/{self._git_fd}"
         else:
-            link = os.path.join(runtime_dir, "git-lower")
+            link = os.path.join(base, "git-lower")
             os.symlink(gitdir, link)
             self.git_lower = link
 
     # -- mounts and the gate ------------------------------------------------------------
 
-    def mounts(self, *, target: str, empty_file: str, empty_dir: str) -> list[Mount]:
+    def masking(self) -> Masking:
         p = self.prepared
-        found: list[Mount] = []
+        layers: tuple[Layer, ...] = ()
         if self.git_lower is not None and self.git_upper is not None and self._slot is not None:
-            found.append(Mount(self.git_lower, posixpath.join(target, GIT), False, self.git_upper, self._slot.path))
-        found += [Mount(posixpath.join(self.project, b.rel), posixpath.join(target, b.rel), True) for b in p.readonly]
-        found += [Mount(empty_file, posixpath.join(target, rel), True) for rel in p.masked_files]
-        found += [Mount(empty_dir, posixpath.join(target, rel), True) for rel in p.masked_dirs]
-        return found
+            layers = (Layer(GIT, self.git_lower, self.git_upper, self._slot.path),)
+        return Masking(
+            files=p.masked_files, dirs=p.masked_dirs, readonly=tuple(b.rel for b in p.readonly), layers=layers
+        )
 
     def expectations(self, *, target: str, empty_file: str, empty_dir: str) -> list[Expect]:
         p = self.prepared
@@ -96,13 +121,21 @@ class Protection:
         expects = [Expect(target, p.root.ino, p.root.dev, False, "the project")]
         if p.git is not None and self.git_lower is not None:
             # Through the overlay a file of the lower layer keeps its inode.
-            expects.append(Expect(posixpath.join(target, GIT, "HEAD"), p.git.head.ino, None, False, "the .git layer"))
-        expects += [Expect(posixpath.join(target, b.rel), b.pinned.ino, b.pinned.dev, True,
-                           "a host-executed path") for b in p.readonly]  # fmt: skip
-        expects += [Expect(posixpath.join(target, rel), file_st.st_ino, file_st.st_dev, True, "a masked file")
-                    for rel in p.masked_files]  # fmt: skip
-        expects += [Expect(posixpath.join(target, rel), dir_st.st_ino, dir_st.st_dev, True, "a masked directory")
-                    for rel in p.masked_dirs]  # fmt: skip
+            expects.append(
+                Expect(posixpath.join(target, GIT, "HEAD"), p.git.head.ino, None, False, "the .git layer")
+            )
+        expects += [
+            Expect(posixpath.join(target, b.rel), b.pinned.ino, b.pinned.dev, True, "a host-executed path")
+            for b in p.readonly
+        ]
+        expects += [
+            Expect(posixpath.join(target, rel), file_st.st_ino, file_st.st_dev, True, "a masked file")
+            for rel in p.masked_files
+        ]
+        expects += [
+            Expect(posixpath.join(target, rel), dir_st.st_ino, dir_st.st_dev, True, "a masked directory")
+            for rel in p.masked_dirs
+        ]
         return expects
 
     def open_gate(self, runtime_dir: str, expects: list[Expect]) -> str:
@@ -110,6 +143,10 @@ class Protection:
         self.gate = Gate(runtime_dir)
         self.gate.serve(lambda pid: verify(pid, expects))
         return self.gate.path
+
+    def close_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
 
     def gate_ready(self) -> None:
         if self.gate is not None:
@@ -126,17 +163,25 @@ class Protection:
     def finish(self, *, surface: str, ask: Callable[[str, str], bool] | None) -> Outcome:
         p = self.prepared
         return finish(
-            project=self.project, uid=self.uid, prepared_baseline=p.baseline, policy=p.policy, mask=self.mask,
-            unmask=self.unmask, no_mask=self.no_mask, state=self.state, session=self.session,
-            git_start=p.git.start if p.git is not None else None, git_upper=self.git_upper,
-            surface=surface, ask=ask,
-        )  # fmt: skip
+            project=self.project,
+            uid=self.uid,
+            prepared_baseline=p.baseline,
+            policy=p.policy,
+            mask=self.mask,
+            unmask=self.unmask,
+            no_mask=self.no_mask,
+            state=self.state,
+            session=self.session,
+            git_start=p.git.start if p.git is not None else None,
+            git_upper=self.git_upper,
+            surface=surface,
+            ask=ask,
+        )
 
     def close(self) -> None:
         """Release the gate, the lower's descriptor and the work slot; drop the layer."""
-        if self.gate is not None:
-            self.gate.close()
-            self.gate = None
+        self.close_gate()
+        self.gate = None
         if self._git_fd is not None:
             os.close(self._git_fd)
             self._git_fd = None
@@ -158,17 +203,24 @@ def load_git_start(state: str, session: str) -> tuple[str, gitlayer.RepoState] |
         with open(os.path.join(layer_dir(state, session), "git.json"), encoding="utf-8") as handle:
             doc = json.load(handle)
         start = doc["start"]
-        index = tuple(start["index"]) if start["index"] is not None else None
+        index = tuple(start["index_id"]) if start["index_id"] is not None else None
         head = start["head"] if isinstance(start["head"], str) else None
-        return str(doc["project"]), gitlayer.RepoState(head, dict(start["refs"]), index)  # type: ignore[arg-type]
+        return str(doc["project"]), gitlayer.RepoState(head, dict(start["refs"]), index)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def recover(
-    *, state: str, session: str, uid: int, mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool,
-    surface: str, project: str,
-) -> Outcome | None:  # fmt: skip
+    *,
+    state: str,
+    session: str,
+    uid: int,
+    mask: tuple[str, ...],
+    unmask: tuple[str, ...],
+    no_mask: bool,
+    surface: str,
+    project: str,
+) -> Outcome | None:
     """The end of a session whose hutch was killed: its .git layer carried
     back, its changes found against the baseline it left, host-executed
     changes set aside. None when it left nothing to look at."""
@@ -190,10 +242,19 @@ def recover(
         baseline = t.Tree(project, uid)
     try:
         return finish(
-            project=project, uid=uid, prepared_baseline=baseline, policy=baseline.policy, mask=mask,
-            unmask=unmask, no_mask=no_mask, state=state, session=session,
-            git_start=git[1] if git is not None else None, git_upper=upper if git is not None else None,
-            surface=surface, ask=None,
-        )  # fmt: skip
+            project=project,
+            uid=uid,
+            prepared_baseline=baseline,
+            policy=baseline.policy,
+            mask=mask,
+            unmask=unmask,
+            no_mask=no_mask,
+            state=state,
+            session=session,
+            git_start=git[1] if git is not None else None,
+            git_upper=upper if git is not None else None,
+            surface=surface,
+            ask=None,
+        )
     finally:
         shutil.rmtree(layer_dir(state, session), ignore_errors=True)

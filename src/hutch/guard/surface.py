@@ -164,7 +164,9 @@ class Context:
         if not self.vendored:
             if name in SURFACE_ANYWHERE:
                 return "surface"
-            if lower in BUILD_ANYWHERE or (lower.startswith("docker-compose") and lower.endswith((".yml", ".yaml"))):
+            if lower in BUILD_ANYWHERE or (
+                lower.startswith("docker-compose") and lower.endswith((".yml", ".yaml"))
+            ):
                 return "build"
             if (f"{self._rel}/{name}" if self._rel else name) in _BUILD_ROOT_FILES:
                 return "build"

