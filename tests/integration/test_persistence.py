@@ -183,10 +183,9 @@ SURFACE = {
     ".vscode/tasks.json": 'mkdir -p .vscode && echo \'{"runOn": "folderOpen"}\' > .vscode/tasks.json',
     ".claude/settings.local.json": "mkdir -p .claude && echo '{\"hooks\": {}}' > .claude/settings.local.json",
     ".gemini/settings.json": "mkdir -p .gemini && echo '{}' > .gemini/settings.json",
-    "sub/.envrc": "mkdir -p sub && echo evil > sub/.envrc",
-    ".claude/settings.json": (
-        "mv .claude .claude-old && mkdir .claude && echo '{\"hooks\": {}}' > .claude/settings.json"
-    ),
+    "deep/.envrc": "mkdir -p deep && echo evil > deep/.envrc",
+    # sub/.envrc exists and is read-only inside: renaming its parent sidesteps that.
+    "sub/.envrc": "mv sub sub-old && mkdir sub && echo evil > sub/.envrc",
 }
 
 
@@ -194,26 +193,24 @@ SURFACE = {
 def test_new_host_executed_files_need_a_yes(
     engine: Engine, built: Built, hutch: Hutch, project: Path, path: str
 ) -> None:
-    (project / ".claude").mkdir()
-    (project / ".claude" / "settings.json").write_text('{"model": "mine"}\n')
-    hutch.own(project)
+    for root in (project, project.parent / "control"):
+        (root / "sub").mkdir(parents=True)
+        (root / "sub" / ".envrc").write_text("mine\n")
+        hutch.own(root)
     control = project.parent / "control"
-    control.mkdir()
-    (control / ".claude").mkdir()
-    hutch.own(control)
     assert plain_run(engine, built, control, SURFACE[path]).returncode == 0
     assert (control / path).exists()
 
     result = sh(hutch, project, SURFACE[path])
     assert result.returncode == 0, result.stderr
-    if path == ".claude/settings.json":
-        assert (project / path).read_text() == '{"model": "mine"}\n'  # the host's version is back
+    if path == "sub/.envrc":
+        assert (project / path).read_text() == "mine\n"  # the host's version is back
     else:
         assert not (project / path).exists()
     assert f"hutch accept {session_of(result)}" in result.stderr
     accepted = hutch.run("accept", session_of(result), path, cwd=project)
     assert accepted.returncode == 0, accepted.stderr
-    assert (project / path).exists() and (project / path).read_text() != '{"model": "mine"}\n'
+    assert (project / path).read_text() == (control / path).read_text()
 
 
 def test_surface_report_mode_is_the_users_choice(hutch: Hutch, project: Path) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hutch.egress.session import SessionEgress
     from hutch.guard import Outcome
     from hutch.guard.session import Protection
+    from hutch.guard.tree import Unstable
     from hutch.image.recipe import Recipe
     from hutch.plan import Masking, RunPlan
 
@@ -70,6 +71,13 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             project=ws.project, uid=uid, mask=s.mask, unmask=s.unmask, no_mask=request.no_mask,
             state=ws.dirs.state, session=session_id,
         )
+    except Unstable as err:
+        raise SetupFailed(
+            f"the project kept changing while hutch looked for secrets in it ({err} was swapped); "
+            "nothing ran",
+            "another session of this project may be renaming directories: stop it (`hutch ps`), "
+            "then try again",
+        ) from err
     except OSError as err:
         raise SetupFailed(f"cannot read the project {ws.project}: {err.strerror}",
                           "check that the directory exists and is yours") from err  # fmt: skip

@@ -27,6 +27,9 @@ from hutch.guard import tree as t
 from hutch.guard.surface import SURFACE_ROOT
 
 GIT = ".git"
+# Walks tried before hutch gives up on a project whose directories keep
+# being swapped while it looks.
+WALK_ATTEMPTS = 3
 # Inside a nested repository's .git: bound read-only while they exist.
 _NESTED_GIT = ("config", "config.worktree", "hooks", "commondir", "gitdir", "info")
 
@@ -40,7 +43,10 @@ class GitLayer(NamedTuple):
     """The project's .git, seen through a copy-on-write layer."""
 
     start: gitlayer.RepoState
-    head: Pinned  # .git/HEAD, which the gate finds through the overlay
+    # .git/HEAD: through the overlay a lower file keeps its inode, which the
+    # gate checks; None when .git holds no HEAD (not a repository yet, but one
+    # the sandbox could make: it is layered all the same).
+    head: Pinned | None
 
 
 class Prepared(NamedTuple):
@@ -145,12 +151,18 @@ def prepare(
         walker = t.Walker(root_fd, uid, policy, blobs)
         old = _load(path, project, uid, key)
         moment = time.time() if now is None else now
-        if old is None or moment - old.full_at > t.FULL_PASS_EVERY:
-            tree = walker.full(project, key, old)
-            changed = True
-        else:
-            tree, pairs = walker.refresh(old)
-            changed = bool(pairs) or tree.dirs.keys() != old.dirs.keys()
+        for attempt in range(WALK_ATTEMPTS):
+            try:
+                if old is None or moment - old.full_at > t.FULL_PASS_EVERY:
+                    tree = walker.full(project, key, old)
+                    changed = True
+                else:
+                    tree, pairs = walker.refresh(old)
+                    changed = bool(pairs) or tree.dirs.keys() != old.dirs.keys()
+                break
+            except t.Unstable:
+                if attempt == WALK_ATTEMPTS - 1:
+                    raise
         if changed:
             _save(path, tree)
         _link_baseline(path, baseline_path(state, project, session), tree)
@@ -265,10 +277,7 @@ def _git_layer(root_fd: int, project: str) -> GitLayer | None:
     if _kind(root_fd, GIT) != "dir":
         return None
     head = pin(root_fd, f"{GIT}/HEAD")
-    gitdir = os.path.join(project, GIT)
-    if head is None or not gitlayer.is_repository(gitdir):
-        return None
-    return GitLayer(gitlayer.capture(gitdir), head)
+    return GitLayer(gitlayer.capture(os.path.join(project, GIT)), head)
 
 
 # --------------------------------------------------------------------------

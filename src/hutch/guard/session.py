@@ -11,9 +11,11 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 from collections.abc import Callable
 
 from hutch import gitlayer, layers
+from hutch.errors import SetupFailed
 from hutch.gate import Expect, Gate, Pinned, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
 from hutch.plan import Layer, Masking
@@ -89,11 +91,23 @@ class Protection:
         what it mounted."""
         if self.prepared.git is None:
             return
+        try:
+            self._make_git_layer(engine)
+        except (OSError, ValueError) as err:
+            raise SetupFailed(
+                f"the copy-on-write layer for .git could not be made: {err}",
+                "check that hutch's state directory is writable and its path has no ',' or ':'",
+            ) from err
+
+    def _make_git_layer(self, engine: str) -> None:
         base = layer_dir(self.state, self.session)
         layers.check_option_path(base)
         self.git_upper = layers.make_upper(os.path.join(base, "git"))
         self._slot = layers.WorkSlot.acquire(os.path.join(self.state, "layers", "work"))
         gitdir = os.path.join(self.project, GIT)
+        # The merged directory takes the upper's mode: show .git as the host has it.
+        os.chmod(self.git_upper, stat.S_IMODE(os.stat(gitdir).st_mode))
+        assert self.prepared.git is not None
         with open(os.path.join(base, "git.json"), "w", encoding="utf-8") as handle:
             json.dump({"project": self.project, "start": self.prepared.git.start._asdict()}, handle)
         if engine == "docker":
@@ -119,11 +133,13 @@ class Protection:
         p = self.prepared
         file_st, dir_st = os.stat(empty_file), os.stat(empty_dir)
         expects = [Expect(target, p.root.ino, p.root.dev, False, "the project")]
-        if p.git is not None and self.git_lower is not None:
-            # Through the overlay a file of the lower layer keeps its inode.
-            expects.append(
-                Expect(posixpath.join(target, GIT, "HEAD"), p.git.head.ino, None, False, "the .git layer")
-            )
+        if p.git is not None and self.git_upper is not None:
+            # The overlay's root shows the upper's inode, a lower file its own.
+            upper = os.stat(self.git_upper)
+            expects.append(Expect(posixpath.join(target, GIT), upper.st_ino, None, False, "the .git layer"))
+            if p.git.head is not None:
+                head = posixpath.join(target, GIT, "HEAD")
+                expects.append(Expect(head, p.git.head.ino, None, False, "the .git layer's lower directory"))
         expects += [
             Expect(posixpath.join(target, b.rel), b.pinned.ino, b.pinned.dev, True, "a host-executed path")
             for b in p.readonly

@@ -21,6 +21,7 @@ an entry with no fact (a plain file of the user's) costs nothing to keep.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -65,6 +66,30 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND_FLAG = {"surface": SURFACE, "build": BUILD, "startup": STARTUP}
 # Entries whose files are re-stat'ed at every walk, changed directory or not.
 RESTAT = EXEC | SETID | WATCHED | SNIFFED
+
+
+class Unstable(Exception):
+    """The project changed under the walk in a way that could hide a secret:
+    a directory it listed was a link or another directory when it went in
+    (another session renaming directories)."""
+
+
+def _open_child(dir_fd: int, name: str, ino: int | None) -> int | None:
+    """The subdirectory name of dir_fd, not followed if it is a link; None
+    when it is gone. Raises Unstable when it is no longer a directory, or
+    not the one the listing named (ino)."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise Unstable(name) from err
+        return None
+    if ino is not None and os.fstat(fd).st_ino != ino:
+        os.close(fd)
+        raise Unstable(name)
+    return fd
 
 
 class Fact(NamedTuple):
@@ -179,15 +204,17 @@ class Walker:
         self._d_match, self._d_gate, self._d_all = d.names.match, d.gate, d.gate_all
 
     def open_dir(self, rel: str) -> int | None:
-        """An fd of the directory rel, each component opened without following links."""
+        """An fd of the directory rel, each component opened without following
+        links; None when it is gone. Unstable when a component is no longer a
+        directory (a link or a file took its place)."""
         fd = os.dup(self.root_fd)
         for part in rel.split("/") if rel else ():
             try:
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
+                nxt = _open_child(fd, part, None)
+            finally:
                 os.close(fd)
+            if nxt is None:
                 return None
-            os.close(fd)
             fd = nxt
         return fd
 
@@ -198,7 +225,7 @@ class Walker:
         fd = self.open_dir(rel)
         if fd is None:
             return
-        frames: list[tuple[int, list[str]]] = []
+        frames: list[tuple[int, list[tuple[str, int]]]] = []
         try:
             frames.append((fd, self.scan(tree, rel, fd, old)))
             while frames:
@@ -207,10 +234,9 @@ class Walker:
                     os.close(dir_fd)
                     frames.pop()
                     continue
-                child = pending.pop()
-                try:
-                    child_fd = os.open(child.rpartition("/")[2], _DIR_FLAGS, dir_fd=dir_fd)
-                except OSError:
+                child, ino = pending.pop()
+                child_fd = _open_child(dir_fd, child.rpartition("/")[2], ino)
+                if child_fd is None:
                     continue
                 try:
                     grandchildren = self.scan(tree, child, child_fd, old)
@@ -222,9 +248,10 @@ class Walker:
             for dir_fd, _ in frames:
                 os.close(dir_fd)
 
-    def scan(self, tree: Tree, rel: str, dir_fd: int, old: Tree | None) -> list[str]:
+    def scan(self, tree: Tree, rel: str, dir_fd: int, old: Tree | None) -> list[tuple[str, int]]:
         """List one directory: its facts into tree; returns its subdirectories
-        to walk (those not masked, not .git/objects, not the top-level .git).
+        to walk (those not masked, not .git/objects, not the top-level .git),
+        with the inode the listing gave each.
         This loop runs once per entry of the project: what can be decided per
         directory is (surface.Context), and a plain file costs one lstat and a
         few comparisons."""
@@ -248,7 +275,7 @@ class Walker:
         policy = self.policy
         uid = self.uid
         f_match, f_gate, f_all = self._f_match, self._f_gate, self._f_all
-        subdirs: list[str] = []
+        subdirs: list[tuple[str, int]] = []
         for entry in listing:
             name = entry.name
             lname = name.lower()
@@ -265,7 +292,7 @@ class Walker:
                     continue
                 if name == ".git":
                     facts[name] = Fact(REPO, 0, 0, 0, 0, 0)
-                subdirs.append(path)
+                subdirs.append((path, entry.inode()))
                 continue
             if entry.is_symlink():
                 fact = self._link_fact(dir_fd, entry, prefix + name, lname, rel, context)
@@ -439,7 +466,7 @@ class Walker:
                 subdirs = self.scan(new, rel, fd, old)
             finally:
                 os.close(fd)
-            for child in subdirs:
+            for child, _ in subdirs:
                 known = old.dirs.get(child)
                 if known is None or (child not in new.dirs and child not in changed):
                     self.walk(new, child, None)
