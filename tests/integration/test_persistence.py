@@ -226,7 +226,7 @@ def test_setuid_bits_cannot_be_set(engine: Engine, built: Built, hutch: Hutch, p
     script = (
         "touch f && chmod 4755 f; cp /bin/true g && chmod g+s g; "
         "python3 -c \"import os; os.close(os.open('h', os.O_CREAT | os.O_WRONLY, 0o4755))\"; "
-        "stat -c '%n %a' f g h 2>&1"
+        "stat -c '%n %a' f g h 2>&1; true"
     )
     control = plain_run(engine, built, project, script)
     assert "f 4755" in control.stdout and "g 2755" in control.stdout and "h 4755" in control.stdout, (
