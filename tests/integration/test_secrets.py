@@ -68,7 +68,7 @@ def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
     assert out.splitlines() == ["", CANARY + "-local"]
 
 
-def test_git_hooks_read_only_but_commits_work(hutch: Hutch, project: Path) -> None:
+def test_git_hooks_and_config_never_reach_the_host(hutch: Hutch, project: Path) -> None:
     git(project, "init", "-q")
     (project / "a.txt").write_text("a")
     hutch.own(project)
@@ -80,12 +80,17 @@ def test_git_hooks_read_only_but_commits_work(hutch: Hutch, project: Path) -> No
     )
     out = sh(hutch, project, script)
     assert "COMMITTED" in out.stdout, out.stderr
-    assert "HOOKED" not in out.stdout and "CONFIGURED" not in out.stdout
+    # Inside, .git is a copy-on-write layer: git works as usual there ...
+    assert "HOOKED" in out.stdout and "CONFIGURED" in out.stdout
+    # ... and only the commit reaches the host.
     assert not (project / ".git" / "hooks" / "pre-commit").exists()
     assert "hooksPath" not in (project / ".git" / "config").read_text()
+    assert subprocess.run(["git", "log", "--format=%s"], cwd=project, capture_output=True,
+                          text=True).stdout.strip() == "inside"
+    # --no-mask lifts masking only: the .git layer stays.
     control = sh(hutch, project, "echo x > .git/hooks/pre-commit && echo HOOKED", "--no-mask")
-    # --no-mask lifts masking only: the host-executed surface stays read-only.
-    assert "HOOKED" not in control.stdout
+    assert "HOOKED" in control.stdout
+    assert not (project / ".git" / "hooks" / "pre-commit").exists()
 
 
 def test_changes_to_host_surface_are_reported(hutch: Hutch, project: Path) -> None:
@@ -112,14 +117,9 @@ def test_planted_link_never_widens_a_mount(hutch: Hutch, project: Path) -> None:
     outside = hutch.root / "outside-secret"
     outside.mkdir()
     (outside / "key").write_text(CANARY)
-    git(project, "init", "-q")
-    hooks = project / ".git" / "hooks"
-    for child in hooks.iterdir():
-        child.unlink()
-    hooks.rmdir()
-    hooks.symlink_to(outside)
+    (project / ".vscode").symlink_to(outside)
     hutch.own(project, outside)
-    result = sh(hutch, project, "cat .git/hooks/key 2>&1; ls -la .git/hooks")
+    result = sh(hutch, project, "cat .vscode/key 2>&1; ls -la .vscode")
     assert CANARY not in result.stdout
     assert "symlink" in result.stderr
     assert (outside / "key").read_text() == CANARY
