@@ -162,24 +162,30 @@ def _seccomp(ws: Workspace) -> str | None:
         ) from err
 
 
-def recover_killed(ws: Workspace) -> None:
-    """Sessions of this project whose hutch was killed: reap their sandboxes,
-    carry their .git layers back and report what they changed."""
-    from hutch.guard.session import recover
+def recover_killed(ws: Workspace, project: str | None = None) -> None:
+    """Sessions of a project (this one by default; all with project "*")
+    whose hutch was killed: reap their sandboxes, carry their .git layers back
+    and report what they changed."""
+    from hutch.guard.session import orphans, recover
 
-    stale = [
-        (path, data) for path, data in sessions.stale_records(ws.dirs) if data.get("project") == ws.project
-    ]
-    if not stale:
+    found = orphans(ws.dirs.state, None if project == "*" else (project or ws.project))
+    if not found:
         return
+    # Their sandboxes first: nothing may write into a layer hutch is reading.
     sessions.reap_stale(ws.dirs, ws.engine)
+    for session, _ in found:
+        ws.engine.remove([c.name for c in ws.engine.containers(label=f"io.hutch.session={session}")])
     s = ws.settings
-    for _path, data in stale:
-        session = str(data.get("session"))
-        outcome = recover(state=ws.dirs.state, session=session, uid=os.getuid(), mask=s.mask, unmask=s.unmask,
-                          no_mask=False, surface=s.surface, project=ws.project)  # fmt: skip
+    for session, owned in found:
+        if not os.path.isdir(owned):
+            continue
+        outcome = recover(
+            state=ws.dirs.state, session=session, uid=os.getuid(), mask=s.mask, unmask=s.unmask,
+            no_mask=False, surface=s.surface, project=owned,
+        )  # fmt: skip
         if outcome is not None:
-            _tell(ws, outcome, session, prefix=f"session {session} ended without hutch (killed?); ")
+            prefix = f"session {session} in {owned} ended without hutch (killed?); "
+            _tell(ws, outcome, session, prefix=prefix)
 
 
 def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:

@@ -10,6 +10,7 @@ from hutch import sessions
 from hutch.commands import print_table
 from hutch.engines.base import host_name, owner_pid_alive
 from hutch.errors import HutchError
+from hutch.guard.report import display
 from hutch.workspace import Workspace
 
 
@@ -36,6 +37,7 @@ def stop(ws: Workspace, session_id: str) -> int:
 def gc(ws: Workspace) -> int:
     from hutch import stamp
 
+    _recover(ws)
     reaped = sessions.reap_stale(ws.dirs, ws.engine)
     hostname = host_name()
     leftovers = [
@@ -51,6 +53,14 @@ def gc(ws: Workspace) -> int:
     # A cache: the next `hutch build` in each place writes its stamp again.
     shutil.rmtree(stamp.stamps_dir(), ignore_errors=True)
     return 0
+
+
+def _recover(ws: Workspace) -> None:
+    """Sessions whose hutch was killed, in any project: their sandboxes go,
+    their .git layers are carried back and their changes reported."""
+    from hutch.commands.run import recover_killed
+
+    recover_killed(ws, "*")
 
 
 def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
@@ -97,7 +107,13 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
     if changes:
         print(f"\nChanged host-executed files ({len(changes)}):")
         for change in changes:
-            print(f"  {change['kind']:<14} {change['path']}  {change['detail']}")
+            print(f"  {change['kind']:<14} {display(change['path'])}  {display(change['detail'])}")
+    held = record.get("held") or []
+    assert isinstance(held, list)
+    if held:
+        print(f"\nHeld until you accept them (`hutch accept {session_id} [PATH...]`):")
+        for item in held:
+            print(f"  {item['change']:<9} {display(item['path'])}")
     print()
     print(format_summary(summary), end="")
     for key, title in (("masked_files", "Masked files"), ("masked_dirs", "Masked directories"),
@@ -107,5 +123,5 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
         if items:
             print(f"\n{title} ({len(items)}):")
             for item in items:
-                print(f"  {item}")
+                print(f"  {display(str(item))}")
     return 0

@@ -14,7 +14,8 @@ import shutil
 import stat
 from collections.abc import Callable
 
-from hutch import gitlayer, layers
+from hutch import gitlayer, layers, process
+from hutch.engines.base import host_name
 from hutch.errors import SetupFailed
 from hutch.gate import Expect, Gate, Pinned, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
@@ -66,9 +67,20 @@ class Protection:
         state: str,
         session: str,
     ) -> Protection:
-        prepared = prepare(
-            project=project, uid=uid, mask=mask, unmask=unmask, no_mask=no_mask, state=state, session=session
-        )
+        _claim(state, session, project)
+        try:
+            prepared = prepare(
+                project=project,
+                uid=uid,
+                mask=mask,
+                unmask=unmask,
+                no_mask=no_mask,
+                state=state,
+                session=session,
+            )
+        except BaseException:
+            shutil.rmtree(layer_dir(state, session), ignore_errors=True)
+            raise
         return cls(
             project=project,
             uid=uid,
@@ -205,6 +217,39 @@ class Protection:
             self._slot.release()
             self._slot = None
         shutil.rmtree(layer_dir(self.state, self.session), ignore_errors=True)
+
+
+OWNER = "owner.json"
+
+
+def _claim(state: str, session: str, project: str) -> None:
+    """Mark the session's layer directory as this hutch's, before anything of
+    the session exists: what a killed hutch leaves is found by this file."""
+    base = layer_dir(state, session)
+    os.makedirs(base, mode=0o700)
+    with open(os.path.join(base, OWNER), "w", encoding="utf-8") as handle:
+        json.dump({"pid": os.getpid(), "host": host_name(), "project": project}, handle)
+
+
+def orphans(state: str, project: str | None = None) -> list[tuple[str, str]]:
+    """(session, project) of sessions whose hutch is gone, on this host; of
+    one project, or of all."""
+    found: list[tuple[str, str]] = []
+    try:
+        names = os.listdir(os.path.join(state, "layers"))
+    except OSError:
+        return found
+    for name in sorted(names):
+        try:
+            with open(os.path.join(state, "layers", name, OWNER), encoding="utf-8") as handle:
+                owner = json.load(handle)
+            pid, where, owned = int(owner["pid"]), str(owner["host"]), str(owner["project"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if where != host_name() or process.is_alive(pid) or (project is not None and owned != project):
+            continue
+        found.append((name, owned))
+    return found
 
 
 def pinned(path: str) -> Pinned:
