@@ -91,9 +91,11 @@ def test_concurrent_sessions_never_mount_outside_the_project(
     assert swaps >= 1000, f"only {swaps} swaps: the race was not exercised"
     for result in results:
         assert KEY not in result.stdout and SECRET not in result.stdout, result.stdout
-        assert result.returncode in (0, 125), result.stderr
-        if result.returncode == 125:
-            assert "did not start" in result.stderr or "start checks" in result.stderr, result.stderr
+        # 125 (hutch's checks, or Docker's runc refusing a swapped target) or
+        # 126 (Podman's report of the same refusal): nothing ran.
+        assert result.returncode in (0, 125, 126), result.stderr
+        if result.returncode:
+            assert "ran" not in result.stdout
     ran = sum(1 for r in results if "ran" in r.stdout)
     assert ran >= 1, [r.stderr[-300:] for r in results]
 
