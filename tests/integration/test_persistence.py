@@ -40,26 +40,20 @@ def host(engine: Engine, project: Path, *argv: str) -> subprocess.CompletedProce
 
 def plain_run(engine: Engine, built: Built, project: Path, script: str) -> subprocess.CompletedProcess[str]:
     """The same sandbox as a wrapper script makes it: the project bind-mounted, no hutch."""
-    userns = ["--userns", "keep-id"] if engine.rootless else []
-    return engine.cli(
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        *userns,
-        "--user",
-        f"{engine.uid}:{engine.gid}",
-        "--mount",
-        f"type=bind,source={project},target={project}",
-        "--workdir",
-        str(project),
-        "--entrypoint",
-        "sh",
-        built.tag,
-        "-c",
-        script,
-        timeout=120,
-    )
+    return engine.cli("run", "--rm", "--network", "none", *engine_flags(engine),
+                      "--user", f"{engine.uid}:{engine.gid}",
+                      "--mount", f"type=bind,source={project},target={project}", "--workdir", str(project),
+                      "--entrypoint", "sh", built.tag, "-c", script, timeout=120)  # fmt: skip
+
+
+def engine_flags(engine: Engine) -> list[str]:
+    """What a plain run needs on this engine flavour to start at all, as hutch passes it."""
+    flags = ["--userns", "keep-id"] if engine.rootless else []
+    if engine.podman:
+        # Rootful Podman would raise these beyond what root may have here.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        flags += ["--ulimit", f"nofile={soft}:{hard}", "--ulimit", "nproc=4096:4096"]
+    return flags
 
 
 def sh(hutch: Hutch, project: Path, script: str) -> subprocess.CompletedProcess[str]:
