@@ -115,7 +115,10 @@ class Podman(Engine):
         # caller passes a link without ':' for the lower layer).
         for path in (mount.source, mount.target, mount.upper, mount.work):
             if any(c in path for c in ":,"):
-                raise SetupFailed(f"{path!r} holds ':' or ',', which Podman's overlay volume cannot carry")
+                raise SetupFailed(
+                    f"{path!r} holds ':' or ',', which Podman's overlay volume (for .git) cannot carry",
+                    'set [sandbox] workdir = "/workspace" so that the path inside has neither',
+                )
         return ["-v", f"{mount.source}:{mount.target}:O,upperdir={mount.upper},workdir={mount.work}"]
 
     def run_argv(self, plan: RunPlan) -> list[str]:
