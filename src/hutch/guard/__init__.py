@@ -332,7 +332,10 @@ def finish(
                 _strip_setid(walker, change.path)
     finally:
         os.close(root_fd)
-    _save(_tree_path(state, project), tree)
+    if pairs or tree.dirs.keys() != prepared_baseline.dirs.keys() or any(
+        tree.dirs[rel] is not prepared_baseline.dirs.get(rel) for rel in tree.dirs
+    ):
+        _save(_tree_path(state, project), tree)
     if surface == "ask":
         for change in found:
             if change.kind != "surface" or change.change == "deleted":

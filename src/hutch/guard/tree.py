@@ -470,13 +470,13 @@ class Walker:
                 known = old.dirs.get(child)
                 if known is None or (child not in new.dirs and child not in changed):
                     self.walk(new, child, None)
-        # Files hutch records may have changed in place (content, mode, links).
+        # Files hutch records may have changed in place (content, mode, links):
+        # one stat by path each; only a directory with a change is entered the
+        # safe way (its components opened without following links).
         relisted = set(changed)
         for rel in list(new.dirs):
             record = new.dirs[rel]
-            if rel in relisted or not any(
-                f.flags & RESTAT and not f.flags & LINK for f in record.facts.values()
-            ):
+            if rel in relisted or not record.facts or not self._moved(rel, record.facts):
                 continue
             fd = self.open_dir(rel)
             if fd is None:
@@ -488,6 +488,23 @@ class Walker:
             if facts is not record.facts:
                 new.dirs[rel] = Dir(record.ino, record.ctime_ns, facts)
         return new, diff(old, new)
+
+    def _moved(self, rel: str, facts: dict[str, Fact]) -> bool:
+        """Whether a recorded file in rel looks changed, by a stat of its path."""
+        prefix = rel + "/" if rel else ""
+        root_fd = self.root_fd
+        for name, fact in facts.items():
+            if not fact.flags & RESTAT or fact.flags & LINK:
+                continue
+            try:
+                fst = os.stat(prefix + name, dir_fd=root_fd, follow_symlinks=False)
+            except OSError:
+                return True
+            if (fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_mode & 0o7777, fst.st_uid) != (
+                fact.ino, fact.size, fact.mtime_ns, fact.mode, fact.uid
+            ):  # fmt: skip
+                return True
+        return False
 
     def _restat(self, rel: str, fd: int, facts: dict[str, Fact]) -> dict[str, Fact]:
         """facts itself when nothing changed, else an updated copy."""
