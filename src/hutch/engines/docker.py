@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from hutch import process
+from hutch.engines import seccomp
 from hutch.engines.base import BuildCommand, Check, Engine, bind_mount_arg, csv_field
 from hutch.errors import EngineUnavailable, HutchError
 from hutch.paths import read_text
@@ -134,6 +135,7 @@ class Docker(Engine):
             checks.append(Check("ok", "BuildKit (buildx) available"))
         else:
             checks.append(Check("ok", "buildx not installed: hutch uses the classic builder"))
+        checks.append(Check(*seccomp.doctor_check()))
         return checks
 
 

@@ -14,6 +14,7 @@ import shutil
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
+from hutch.engines import seccomp
 from hutch.engines.base import BuildCommand, Check, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, HutchError, SetupFailed
 from hutch.plan import Mount, RunPlan
@@ -301,6 +302,7 @@ class Podman(Engine):
                                 "hutch runs with --init",
                                 "sudo apt-get install catatonit (unless containers.conf sets "
                                 "init_path)"))  # fmt: skip
+        checks.append(Check(*seccomp.doctor_check()))
         return checks
 
     def raise_if_unavailable(self, stderr: str) -> None:

@@ -127,3 +127,16 @@ def profile_file(state: str) -> str | None:
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return target
+
+
+def doctor_check() -> tuple[str, str, str]:
+    """(state, what, fix) for `hutch doctor`."""
+    path = source()
+    if path is not None:
+        return ("ok", f"seccomp: hutch narrows {path} (no setuid/setgid bits inside)", "")
+    return (
+        "warn",
+        "seccomp: no containers-common profile to build on; the engine's default applies, and setuid "
+        "bits set inside are removed after each session instead of refused",
+        "install it: sudo apt-get install golang-github-containers-common (Fedora: containers-common)",
+    )
