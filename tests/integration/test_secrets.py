@@ -225,3 +225,25 @@ def test_project_config_cannot_widen_the_sandbox_untrusted(hutch: Hutch, project
     # Settings that do not widen need no trust.
     toml.write_text('[sandbox]\nmemory = "2g"\n')
     assert sh(hutch, project, "true").returncode == 0
+
+
+def test_secrets_added_between_sessions_deep_in_node_modules_are_masked(hutch: Hutch, project: Path) -> None:
+    deep = project / "node_modules" / "/".join(f"d{i}" for i in range(12))
+    deep.mkdir(parents=True)
+    (deep / "index.js").write_text("module.exports = 1\n")
+    bundle = project / ".venv" / "lib" / "python3.11" / "site-packages" / "certifi" / "cacert.pem"
+    bundle.parent.mkdir(parents=True)
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    hutch.own(project)
+    rel = deep.relative_to(project)
+    first = sh(hutch, project, f"cat {rel}/index.js; cat {bundle.relative_to(project)}")
+    # A CA bundle is not a secret: code that calls certifi.where() keeps working.
+    assert "module.exports" in first.stdout and "BEGIN CERTIFICATE" in first.stdout, first.stderr
+    # Between two sessions the user adds a key where hutch has walked before.
+    (deep / ".env").write_text(CANARY)
+    (deep / "server.pem").write_text(f"-----BEGIN PRIVATE KEY-----\n{CANARY}\n-----END PRIVATE KEY-----\n")
+    hutch.own(project)
+    second = sh(hutch, project, f"cat {rel}/.env {rel}/server.pem; echo done")
+    assert "done" in second.stdout and CANARY not in second.stdout, second.stdout
+    control = sh(hutch, project, f"cat {rel}/.env", "--no-mask")
+    assert CANARY in control.stdout
