@@ -46,6 +46,7 @@ class RunRequest(NamedTuple):
 def execute(ws: Workspace, request: RunRequest) -> int:
     from hutch import freshness, trust
     from hutch.guard.session import Protection
+    from hutch.guard.tree import Unstable
 
     agent = ws.agent(request.agent)
     check_project(ws, force=request.force)
