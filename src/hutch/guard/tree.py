@@ -197,6 +197,8 @@ class Walker:
         its parent's without following links."""
         fd = self.open_dir(rel)
         if fd is None:
+            if self._denied(rel):
+                self._unreadable(tree, rel)
             return
         frames: list[tuple[int, list[str]]] = []
         try:
@@ -210,8 +212,11 @@ class Walker:
                 child = pending.pop()
                 try:
                     child_fd = os.open(child.rpartition("/")[2], _DIR_FLAGS, dir_fd=dir_fd)
-                except OSError:
+                except PermissionError:
+                    self._unreadable(tree, child)
                     continue
+                except OSError:
+                    continue  # gone, or replaced by a link, since it was listed
                 try:
                     grandchildren = self.scan(tree, child, child_fd, old)
                 except BaseException:
@@ -232,9 +237,7 @@ class Walker:
             st = os.fstat(dir_fd)
             listing = list(os.scandir(dir_fd))
         except OSError:
-            parent, _, name = rel.rpartition("/")
-            if rel and parent in tree.dirs:
-                tree.dirs[parent].facts[name] = Fact(UNREADABLE, 0, 0, 0, 0, 0)
+            self._unreadable(tree, rel)
             return []
         facts: dict[str, Fact] = {}
         racy = st.st_ctime_ns >= self.started_ns - RACY_NS
@@ -301,6 +304,25 @@ class Walker:
             if fact is not None:
                 facts[name] = fact
         return subdirs
+
+    def _denied(self, rel: str) -> bool:
+        """Whether rel, which could not be opened, is a directory that exists."""
+        try:
+            st = os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode)
+
+    @staticmethod
+    def _unreadable(tree: Tree, rel: str) -> None:
+        """Record in rel's parent that rel could not be listed. The parent's
+        facts may be shared with the tree a refresh started from: replaced,
+        never changed in place."""
+        parent, _, name = rel.rpartition("/")
+        record = tree.dirs.get(parent)
+        if rel and record is not None:
+            facts = {**record.facts, name: Fact(UNREADABLE, 0, 0, 0, 0, 0)}
+            tree.dirs[parent] = Dir(record.ino, record.ctime_ns, facts)
 
     def _link_fact(
         self, dir_fd: int, entry: os.DirEntry[str], path: str, lname: str, rel: str, context: Context
@@ -431,9 +453,12 @@ class Walker:
                 new.dirs[rel] = record  # shared until a re-stat below changes it
         # Re-list the changed directories. A subdirectory that was not known
         # under that name is walked whole; a known one keeps its own record.
+        denied: list[str] = []
         for rel in changed:
             fd = self.open_dir(rel)
             if fd is None:
+                if self._denied(rel):
+                    denied.append(rel)
                 continue
             try:
                 subdirs = self.scan(new, rel, fd, old)
@@ -443,6 +468,23 @@ class Walker:
                 known = old.dirs.get(child)
                 if known is None or (child not in new.dirs and child not in changed):
                     self.walk(new, child, None)
+        # Recorded once every parent that remains is in the new tree.
+        for rel in denied:
+            self._unreadable(new, rel)
+        # A directory that could not be listed may be readable now: its mode
+        # changed its own ctime, not its parent's.
+        for rel, _ in list(new.entries(UNREADABLE)):
+            if rel in denied:
+                continue
+            fd = self.open_dir(rel)
+            if fd is None:
+                continue
+            os.close(fd)
+            parent, _, name = rel.rpartition("/")
+            record = new.dirs[parent]
+            facts = {n: f for n, f in record.facts.items() if n != name}
+            new.dirs[parent] = Dir(record.ino, record.ctime_ns, facts)
+            self.walk(new, rel, None)
         # Files hutch records may have changed in place (content, mode, links).
         relisted = set(changed)
         for rel in list(new.dirs):

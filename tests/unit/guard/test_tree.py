@@ -325,7 +325,6 @@ def test_undecodable_names_round_trip_through_fsencode(tmp_path: Path) -> None:
     assert again is not None and again.masked() == found.tree.masked()
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a directory that cannot be opened is not recorded")
 def test_unreadable_directories_are_recorded_not_fatal() -> None:
     def body(root: Path) -> object:
         write(root / ".env")
@@ -341,7 +340,6 @@ def test_unreadable_directories_are_recorded_not_fatal() -> None:
     assert unreadable == ["open/locked"]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a directory that cannot be opened is not recorded")
 def test_a_refresh_sees_a_directory_become_unreadable_and_readable_again() -> None:
     def body(root: Path) -> object:
         write(root / "a" / "locked" / ".env")
