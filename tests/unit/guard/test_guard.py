@@ -191,7 +191,6 @@ def test_names_are_escaped_when_printed() -> None:
     assert report.display("bad\udcff") == "bad\\xff"
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a masked path is also bound read-only")
 def test_a_masked_path_is_not_also_bound_read_only(project: Path, tmp_path: Path) -> None:
     # A mask is itself read-only; a second mount on the same target makes the
     # engine refuse the container ("duplicate mount point").
