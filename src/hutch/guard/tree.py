@@ -276,19 +276,20 @@ class Walker:
                     facts[name] = fact
                 continue
             regular = entry.is_file(follow_symlinks=False)
-            if (
+            masked = (
                 regular
                 and (f_all or lname in f_gate or f_match(lname))
                 and policy.file(lname, (prefix + name).lower())
-            ):
+            )
+            kind = context.kind(name, lname)
+            if masked and kind is None:
                 facts[name] = Fact(MASKED, 0, 0, 0, 0, 0)
                 continue
             try:
                 fst = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            kind = context.kind(name, lname)
-            limit = patterns.sniff_limit(lname, vendored) if sniffing and regular else 0
+            limit = patterns.sniff_limit(lname, vendored) if sniffing and regular and not masked else 0
             if (
                 kind is None
                 and not limit
@@ -298,8 +299,9 @@ class Walker:
                 and fst.st_nlink == 1
             ):
                 continue  # a plain file of the user's: nothing to record
+            before = old_facts.get(name)
             fact = self._file_fact(
-                dir_fd, name, prefix + name, lname, fst, regular, kind, limit, in_git, old_facts.get(name)
+                dir_fd, name, prefix + name, lname, fst, regular, kind, masked, limit, in_git, before
             )
             if fact is not None:
                 facts[name] = fact
@@ -358,10 +360,14 @@ class Walker:
         fst: os.stat_result,
         regular: bool,
         kind: SurfaceKind | None,
+        masked: bool,
         limit: int,
         in_git: bool,
         before: Fact | None,
     ) -> Fact | None:
+        """The facts of one non-directory. ``masked``: by its name; a file that
+        is host-executed too keeps its class (and its digest, without a copy of
+        the content), so that a session cannot pass a hook as a secret."""
         mode = fst.st_mode
         flags = 0
         if not regular:
@@ -382,13 +388,18 @@ class Walker:
             and before.mtime_ns
             and (before.ino, before.size, before.mtime_ns) == (fst.st_ino, fst.st_size, fst.st_mtime_ns)
         )
-        if limit and not self.policy.unmasked(lname, path.lower()):
+        secret = masked
+        if masked:
+            flags |= MASKED
+        elif limit and not self.policy.unmasked(lname, path.lower()):
             if same and before is not None and before.flags & SNIFFED:
-                verdict = bool(before.flags & MASKED)
+                secret = bool(before.flags & MASKED)
             else:
-                verdict = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
-            flags |= SNIFFED | (MASKED if verdict else 0)
-            if verdict:
+                secret = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
+            flags |= SNIFFED | (MASKED if secret else 0)
+        if secret:
+            flags &= ~HARDLINK  # the sandbox sees the mask, not the other copies
+            if kind is None:
                 return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid)
         extra = ""
         if kind is not None:
@@ -397,21 +408,22 @@ class Walker:
                 extra = (
                     before.extra
                     if same and before is not None and before.extra
-                    else self._digest(dir_fd, name, fst.st_size)
+                    else self._digest(dir_fd, name, fst.st_size, keep=not secret)
                 )
         if not flags:
             return None
         return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid, extra)
 
-    def _digest(self, dir_fd: int, name: str, size: int) -> str:
+    def _digest(self, dir_fd: int, name: str, size: int, keep: bool = True) -> str:
         """sha256 of a watched file; a copy under blobs (content-addressed) for
-        files up to BLOB_LIMIT, so that a change can be shown or undone later."""
+        files up to BLOB_LIMIT, so that a change can be shown or undone later
+        (not for secrets: keep=False)."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:
             return ""
         digest = hashlib.sha256()
-        kept: list[bytes] | None = [] if size <= BLOB_LIMIT and self.blobs else None
+        kept: list[bytes] | None = [] if keep and size <= BLOB_LIMIT and self.blobs else None
         try:
             while chunk := os.read(fd, 1 << 16):
                 digest.update(chunk)
@@ -526,6 +538,7 @@ class Walker:
             context = Context(rel)
             lname = name.lower()
             regular = stat.S_ISREG(fst.st_mode)
+            masked = regular and self.policy.file(lname, path.lower())
             limit = patterns.sniff_limit(lname, context.vendored) if self.policy.sniffing and regular else 0
             updated = self._file_fact(
                 fd,
@@ -535,6 +548,7 @@ class Walker:
                 fst,
                 regular,
                 context.kind(name, lname),
+                masked,
                 limit,
                 ".git" in rel.split("/"),
                 fact,

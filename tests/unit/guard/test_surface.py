@@ -242,7 +242,6 @@ def _flag_kind(flags: int) -> str | None:
     return kinds[0] if kinds else None
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a masked file loses its host-executed class")
 def test_a_walk_finds_exactly_the_expected_kinds(tmp_path: Path) -> None:
     for rel in EXPECTED:
         write(tmp_path / rel)
@@ -262,7 +261,6 @@ def test_a_walk_finds_them_when_they_are_symlinks(tmp_path: Path) -> None:
     assert found == {"node_modules/.bin/x": "startup", ".envrc": "surface", "Makefile": "build"}
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a masked file loses its host-executed class")
 def test_surface_files_named_or_looking_like_secrets_stay_surface(tmp_path: Path) -> None:
     # Masked by name (.npmrc) or by content (a key in an extensionless file):
     # still host-executed, so a session must not slip one past the report by

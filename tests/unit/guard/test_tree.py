@@ -264,7 +264,6 @@ def test_unmask_applies_to_reported_links(tmp_path: Path) -> None:
     assert scan(tmp_path).links == (".env",)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a masked file loses its host-executed class")
 def test_hardlinks_are_reported_unless_masked(tmp_path: Path) -> None:
     outside = write(tmp_path / "store" / "pkg.js")
     project = tmp_path / "project"
