@@ -71,7 +71,9 @@ class Fact(NamedTuple):
     flags: int
     ino: int
     size: int
-    mtime_ns: int
+    # The change time, not the modification time: the sandbox can set a
+    # file's mtime back (touch -d), never its ctime.
+    ctime_ns: int
     mode: int
     uid: int
     # sha256 of a watched file's content, a symlink's target
@@ -349,7 +351,7 @@ class Walker:
             flags |= FOREIGN
         if flags == LINK:
             return None
-        return Fact(flags, lst.st_ino, lst.st_size, lst.st_mtime_ns, 0, lst.st_uid, target)
+        return Fact(flags, lst.st_ino, lst.st_size, lst.st_ctime_ns, 0, lst.st_uid, target)
 
     def _file_fact(
         self,
@@ -382,11 +384,11 @@ class Walker:
             flags |= HARDLINK
         if name == ".git":
             flags |= REPO
-        mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
+        ctime = 0 if fst.st_ctime_ns >= self.started_ns - RACY_NS else fst.st_ctime_ns
         same = (
             before is not None
-            and before.mtime_ns
-            and (before.ino, before.size, before.mtime_ns) == (fst.st_ino, fst.st_size, fst.st_mtime_ns)
+            and before.ctime_ns
+            and (before.ino, before.size, before.ctime_ns) == (fst.st_ino, fst.st_size, fst.st_ctime_ns)
         )
         secret = masked
         if masked:
@@ -400,7 +402,7 @@ class Walker:
         if secret:
             flags &= ~HARDLINK  # the sandbox sees the mask, not the other copies
             if kind is None:
-                return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid)
+                return Fact(flags, fst.st_ino, fst.st_size, ctime, mode & 0o7777, fst.st_uid)
         extra = ""
         if kind is not None:
             flags |= _KIND_FLAG[kind]
@@ -412,7 +414,7 @@ class Walker:
                 )
         if not flags:
             return None
-        return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid, extra)
+        return Fact(flags, fst.st_ino, fst.st_size, ctime, mode & 0o7777, fst.st_uid, extra)
 
     def _digest(self, dir_fd: int, name: str, size: int, keep: bool = True) -> str:
         """sha256 of a watched file; a copy under blobs (content-addressed) for
@@ -526,10 +528,10 @@ class Walker:
                 fst = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue  # gone: its directory's ctime changed and it was re-listed
-            if (fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_mode & 0o7777, fst.st_uid) == (
+            if (fst.st_ino, fst.st_size, fst.st_ctime_ns, fst.st_mode & 0o7777, fst.st_uid) == (
                 fact.ino,
                 fact.size,
-                fact.mtime_ns,
+                fact.ctime_ns,
                 fact.mode,
                 fact.uid,
             ):

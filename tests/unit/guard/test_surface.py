@@ -375,7 +375,6 @@ def test_ordinary_edits_and_new_plain_files_are_not_reported(tmp_path: Path) -> 
     ("rel", "kind"),
     [("Makefile", "build"), (".venv/lib/python3.11/site-packages/dist.pth", "startup")],
 )
-@pytest.mark.xfail(strict=True, reason="known bug: files are compared by mtime, which can be set back")
 def test_an_in_place_change_with_the_old_size_and_time_is_seen(tmp_path: Path, rel: str, kind: str) -> None:
     # The sandbox can set a file's mtime back; it cannot set its ctime.
     base_project(tmp_path)

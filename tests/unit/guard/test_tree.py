@@ -357,3 +357,14 @@ def test_a_refresh_sees_a_directory_become_unreadable_and_readable_again() -> No
         return seen
 
     assert as_nobody(body) == [[[], ["a/locked"]], [["a/locked/.env"], []]]
+
+
+def test_a_refresh_sees_a_hard_link_made_from_outside_to_a_recorded_file(tmp_path: Path) -> None:
+    # A new link changes neither the directory's ctime nor the file's mtime.
+    root = tmp_path / "p"
+    tool = write(root / "bin" / "tool", "#!/bin/sh\n", 0o755)
+    old = _settled(root)
+    os.link(tool, tmp_path / "outside")
+    new, pairs = refresh(root, old)
+    assert new.paths(t.HARDLINK) == ("bin/tool",)
+    assert [p.rel for p in pairs] == ["bin/tool"]
