@@ -187,6 +187,10 @@ def _apply(root: Path, op: str, a: list[str], b: list[str]) -> None:
     dst = root.joinpath(*b)
     try:
         if op in ("file", "exec", "key"):
+            # A new file each time: a mode changed in place on a file hutch
+            # does not record is seen by the daily full walk only.
+            if src.is_symlink() or src.is_file():
+                src.unlink()
             write(src, KEY if op == "key" else "data", 0o755 if op == "exec" else 0o644)
         elif op == "dir":
             src.mkdir(parents=True, exist_ok=True)
