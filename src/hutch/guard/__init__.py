@@ -167,11 +167,11 @@ def prepare(
             _save(path, tree)
         _link_baseline(path, baseline_path(state, project, session), tree)
         root_st = os.fstat(root_fd)
-        readonly, links = _readonly(root_fd, tree)
+        files, dirs = tree.masked()
+        readonly, links = _readonly(root_fd, tree, (*files, *dirs))
         git = _git_layer(root_fd, project)
     finally:
         os.close(root_fd)
-    files, dirs = tree.masked()
     warnings: list[str] = []
     masked_links = tree.paths(t.MASKED_LINK)
     if masked_links:
@@ -220,8 +220,12 @@ def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> None:
         _save(baseline, tree)
 
 
-def _readonly(root_fd: int, tree: t.Tree) -> tuple[list[Bind], list[str]]:
-    """Host-executed paths that exist: (binds, paths that are links)."""
+def _readonly(root_fd: int, tree: t.Tree, masked: tuple[str, ...]) -> tuple[list[Bind], list[str]]:
+    """Host-executed paths that exist: (binds, paths that are links). A masked
+    path, or one below a masked directory, is left out: its mask is read-only
+    already, and a second mount on the same target is refused by the engine."""
+    hidden = frozenset(masked)
+    below = tuple(p + "/" for p in masked)
     binds: list[Bind] = []
     links: list[str] = []
     candidates = [p for p in SURFACE_ROOT]
@@ -238,6 +242,8 @@ def _readonly(root_fd: int, tree: t.Tree) -> tuple[list[Bind], list[str]]:
     if _kind(root_fd, GIT) == "file":
         candidates.append(GIT)
     for rel in dict.fromkeys(candidates):
+        if rel in hidden or rel.startswith(below):
+            continue
         kind = _kind(root_fd, rel)
         if kind == "link":
             links.append(rel)

@@ -133,7 +133,7 @@ def _content_changed(old: t.Fact | None, new: t.Fact) -> bool:
         return True
     if old.extra and new.extra:
         return old.extra != new.extra or old.mode != new.mode
-    return (old.ino, old.size, old.mtime_ns, old.mode) != (new.ino, new.size, new.mtime_ns, new.mode)
+    return (old.ino, old.size, old.ctime_ns, old.mode) != (new.ino, new.size, new.ctime_ns, new.mode)
 
 
 def _describe(fact: t.Fact, created: bool) -> str:

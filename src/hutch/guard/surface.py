@@ -123,6 +123,10 @@ _ROOT_SET = frozenset(SURFACE_ROOT)
 _BUILD_ROOT_FILES = frozenset(b for b in BUILD_ROOT if b.count("/") <= 1)
 _NESTED_GIT_FILES = frozenset(GIT_SURFACE)
 _NESTED_GIT_DIRS = frozenset(GIT_SURFACE)
+# Inside a nested repository's .git, these hold submodules' and worktrees'
+# own git directories (at any depth: a submodule's name may hold slashes),
+# each with its config, hooks and pointers.
+_NESTED_GIT_HOLDERS = frozenset({"modules", "worktrees"})
 
 
 class Context:
@@ -147,6 +151,14 @@ class Context:
                 self.git_dir = True
             elif inner[0] in _NESTED_GIT_DIRS:
                 self.all_kind = "surface"
+            elif inner[0] in _NESTED_GIT_HOLDERS:
+                # Where one git directory ends below is not told by the path,
+                # so any `hooks` below counts, and the git files in any
+                # directory (a branch named `config` is held too: harmless).
+                if "hooks" in inner[1:]:
+                    self.all_kind = "surface"
+                else:
+                    self.git_dir = True
         elif not self.vendored and any(rel == b or rel.startswith(b + "/") for b in BUILD_ROOT):
             self.all_kind = "build"
         self._rel = rel

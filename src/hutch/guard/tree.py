@@ -82,6 +82,8 @@ def _open_child(dir_fd: int, name: str, ino: int | None) -> int | None:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise  # the caller records it as unreadable
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
             raise Unstable(name) from err
@@ -96,7 +98,9 @@ class Fact(NamedTuple):
     flags: int
     ino: int
     size: int
-    mtime_ns: int
+    # The change time, not the modification time: the sandbox can set a
+    # file's mtime back (touch -d), never its ctime.
+    ctime_ns: int
     mode: int
     uid: int
     # sha256 of a watched file's content, a symlink's target
@@ -211,6 +215,8 @@ class Walker:
         for part in rel.split("/") if rel else ():
             try:
                 nxt = _open_child(fd, part, None)
+            except PermissionError:
+                nxt = None
             finally:
                 os.close(fd)
             if nxt is None:
@@ -224,6 +230,8 @@ class Walker:
         its parent's without following links."""
         fd = self.open_dir(rel)
         if fd is None:
+            if self._denied(rel):
+                self._unreadable(tree, rel)
             return
         frames: list[tuple[int, list[tuple[str, int]]]] = []
         try:
@@ -235,7 +243,11 @@ class Walker:
                     frames.pop()
                     continue
                 child, ino = pending.pop()
-                child_fd = _open_child(dir_fd, child.rpartition("/")[2], ino)
+                try:
+                    child_fd = _open_child(dir_fd, child.rpartition("/")[2], ino)
+                except PermissionError:
+                    self._unreadable(tree, child)
+                    continue
                 if child_fd is None:
                     continue
                 try:
@@ -259,9 +271,7 @@ class Walker:
             st = os.fstat(dir_fd)
             listing = list(os.scandir(dir_fd))
         except OSError:
-            parent, _, name = rel.rpartition("/")
-            if rel and parent in tree.dirs:
-                tree.dirs[parent].facts[name] = Fact(UNREADABLE, 0, 0, 0, 0, 0)
+            self._unreadable(tree, rel)
             return []
         facts: dict[str, Fact] = {}
         racy = st.st_ctime_ns >= self.started_ns - RACY_NS
@@ -300,19 +310,20 @@ class Walker:
                     facts[name] = fact
                 continue
             regular = entry.is_file(follow_symlinks=False)
-            if (
+            masked = (
                 regular
                 and (f_all or lname in f_gate or f_match(lname))
                 and policy.file(lname, (prefix + name).lower())
-            ):
+            )
+            kind = context.kind(name, lname)
+            if masked and kind is None:
                 facts[name] = Fact(MASKED, 0, 0, 0, 0, 0)
                 continue
             try:
                 fst = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            kind = context.kind(name, lname)
-            limit = patterns.sniff_limit(lname, vendored) if sniffing and regular else 0
+            limit = patterns.sniff_limit(lname, vendored) if sniffing and regular and not masked else 0
             if (
                 kind is None
                 and not limit
@@ -322,12 +333,32 @@ class Walker:
                 and fst.st_nlink == 1
             ):
                 continue  # a plain file of the user's: nothing to record
+            before = old_facts.get(name)
             fact = self._file_fact(
-                dir_fd, name, prefix + name, lname, fst, regular, kind, limit, in_git, old_facts.get(name)
+                dir_fd, name, prefix + name, lname, fst, regular, kind, masked, limit, in_git, before
             )
             if fact is not None:
                 facts[name] = fact
         return subdirs
+
+    def _denied(self, rel: str) -> bool:
+        """Whether rel, which could not be opened, is a directory that exists."""
+        try:
+            st = os.stat(rel, dir_fd=self.root_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode)
+
+    @staticmethod
+    def _unreadable(tree: Tree, rel: str) -> None:
+        """Record in rel's parent that rel could not be listed. The parent's
+        facts may be shared with the tree a refresh started from: replaced,
+        never changed in place."""
+        parent, _, name = rel.rpartition("/")
+        record = tree.dirs.get(parent)
+        if rel and record is not None:
+            facts = {**record.facts, name: Fact(UNREADABLE, 0, 0, 0, 0, 0)}
+            tree.dirs[parent] = Dir(record.ino, record.ctime_ns, facts)
 
     def _link_fact(
         self, dir_fd: int, entry: os.DirEntry[str], path: str, lname: str, rel: str, context: Context
@@ -352,7 +383,7 @@ class Walker:
             flags |= FOREIGN
         if flags == LINK:
             return None
-        return Fact(flags, lst.st_ino, lst.st_size, lst.st_mtime_ns, 0, lst.st_uid, target)
+        return Fact(flags, lst.st_ino, lst.st_size, lst.st_ctime_ns, 0, lst.st_uid, target)
 
     def _file_fact(
         self,
@@ -363,10 +394,14 @@ class Walker:
         fst: os.stat_result,
         regular: bool,
         kind: SurfaceKind | None,
+        masked: bool,
         limit: int,
         in_git: bool,
         before: Fact | None,
     ) -> Fact | None:
+        """The facts of one non-directory. ``masked``: by its name; a file that
+        is host-executed too keeps its class (and its digest, without a copy of
+        the content), so that a session cannot pass a hook as a secret."""
         mode = fst.st_mode
         flags = 0
         if not regular:
@@ -381,20 +416,25 @@ class Walker:
             flags |= HARDLINK
         if name == ".git":
             flags |= REPO
-        mtime = 0 if fst.st_mtime_ns >= self.started_ns - RACY_NS else fst.st_mtime_ns
+        ctime = 0 if fst.st_ctime_ns >= self.started_ns - RACY_NS else fst.st_ctime_ns
         same = (
             before is not None
-            and before.mtime_ns
-            and (before.ino, before.size, before.mtime_ns) == (fst.st_ino, fst.st_size, fst.st_mtime_ns)
+            and before.ctime_ns
+            and (before.ino, before.size, before.ctime_ns) == (fst.st_ino, fst.st_size, fst.st_ctime_ns)
         )
-        if limit and not self.policy.unmasked(lname, path.lower()):
+        secret = masked
+        if masked:
+            flags |= MASKED
+        elif limit and not self.policy.unmasked(lname, path.lower()):
             if same and before is not None and before.flags & SNIFFED:
-                verdict = bool(before.flags & MASKED)
+                secret = bool(before.flags & MASKED)
             else:
-                verdict = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
-            flags |= SNIFFED | (MASKED if verdict else 0)
-            if verdict:
-                return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid)
+                secret = patterns.sniff(lname, fst.st_size, patterns.read_head(dir_fd, name, limit))
+            flags |= SNIFFED | (MASKED if secret else 0)
+        if secret:
+            flags &= ~HARDLINK  # the sandbox sees the mask, not the other copies
+            if kind is None:
+                return Fact(flags, fst.st_ino, fst.st_size, ctime, mode & 0o7777, fst.st_uid)
         extra = ""
         if kind is not None:
             flags |= _KIND_FLAG[kind]
@@ -402,21 +442,22 @@ class Walker:
                 extra = (
                     before.extra
                     if same and before is not None and before.extra
-                    else self._digest(dir_fd, name, fst.st_size)
+                    else self._digest(dir_fd, name, fst.st_size, keep=not secret)
                 )
         if not flags:
             return None
-        return Fact(flags, fst.st_ino, fst.st_size, mtime, mode & 0o7777, fst.st_uid, extra)
+        return Fact(flags, fst.st_ino, fst.st_size, ctime, mode & 0o7777, fst.st_uid, extra)
 
-    def _digest(self, dir_fd: int, name: str, size: int) -> str:
+    def _digest(self, dir_fd: int, name: str, size: int, keep: bool = True) -> str:
         """sha256 of a watched file; a copy under blobs (content-addressed) for
-        files up to BLOB_LIMIT, so that a change can be shown or undone later."""
+        files up to BLOB_LIMIT, so that a change can be shown or undone later
+        (not for secrets: keep=False)."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:
             return ""
         digest = hashlib.sha256()
-        kept: list[bytes] | None = [] if size <= BLOB_LIMIT and self.blobs else None
+        kept: list[bytes] | None = [] if keep and size <= BLOB_LIMIT and self.blobs else None
         try:
             while chunk := os.read(fd, 1 << 16):
                 digest.update(chunk)
@@ -458,9 +499,12 @@ class Walker:
                 new.dirs[rel] = record  # shared until a re-stat below changes it
         # Re-list the changed directories. A subdirectory that was not known
         # under that name is walked whole; a known one keeps its own record.
+        denied: list[str] = []
         for rel in changed:
             fd = self.open_dir(rel)
             if fd is None:
+                if self._denied(rel):
+                    denied.append(rel)
                 continue
             try:
                 subdirs = self.scan(new, rel, fd, old)
@@ -470,6 +514,23 @@ class Walker:
                 known = old.dirs.get(child)
                 if known is None or (child not in new.dirs and child not in changed):
                     self.walk(new, child, None)
+        # Recorded once every parent that remains is in the new tree.
+        for rel in denied:
+            self._unreadable(new, rel)
+        # A directory that could not be listed may be readable now: its mode
+        # changed its own ctime, not its parent's.
+        for rel, _ in list(new.entries(UNREADABLE)):
+            if rel in denied:
+                continue
+            fd = self.open_dir(rel)
+            if fd is None:
+                continue
+            os.close(fd)
+            parent, _, name = rel.rpartition("/")
+            record = new.dirs[parent]
+            facts = {n: f for n, f in record.facts.items() if n != name}
+            new.dirs[parent] = Dir(record.ino, record.ctime_ns, facts)
+            self.walk(new, rel, None)
         # Files hutch records may have changed in place (content, mode, links):
         # one stat by path each; only a directory with a change is entered the
         # safe way (its components opened without following links).
@@ -500,8 +561,8 @@ class Walker:
                 fst = os.stat(prefix + name, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 return True
-            if (fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_mode & 0o7777, fst.st_uid) != (
-                fact.ino, fact.size, fact.mtime_ns, fact.mode, fact.uid
+            if (fst.st_ino, fst.st_size, fst.st_ctime_ns, fst.st_mode & 0o7777, fst.st_uid) != (
+                fact.ino, fact.size, fact.ctime_ns, fact.mode, fact.uid
             ):  # fmt: skip
                 return True
         return False
@@ -516,10 +577,10 @@ class Walker:
                 fst = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue  # gone: its directory's ctime changed and it was re-listed
-            if (fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_mode & 0o7777, fst.st_uid) == (
+            if (fst.st_ino, fst.st_size, fst.st_ctime_ns, fst.st_mode & 0o7777, fst.st_uid) == (
                 fact.ino,
                 fact.size,
-                fact.mtime_ns,
+                fact.ctime_ns,
                 fact.mode,
                 fact.uid,
             ):
@@ -528,6 +589,7 @@ class Walker:
             context = Context(rel)
             lname = name.lower()
             regular = stat.S_ISREG(fst.st_mode)
+            masked = regular and self.policy.file(lname, path.lower())
             limit = patterns.sniff_limit(lname, context.vendored) if self.policy.sniffing and regular else 0
             updated = self._file_fact(
                 fd,
@@ -537,6 +599,7 @@ class Walker:
                 fst,
                 regular,
                 context.kind(name, lname),
+                masked,
                 limit,
                 ".git" in rel.split("/"),
                 fact,
@@ -568,9 +631,12 @@ def diff(old: Tree, new: Tree) -> list[Pair]:
             if name not in record.facts:
                 pairs.append(Pair(prefix + name, was, None))
     for rel, record in old.dirs.items():
-        if rel not in new.dirs:
+        now = new.dirs.get(rel)
+        if now is None or now.ino != record.ino:
+            # Gone, or another directory under the same name: its entries went with it.
             prefix = rel + "/" if rel else ""
-            pairs += [Pair(prefix + n, f, None) for n, f in record.facts.items()]
+            left = now.facts if now is not None else {}
+            pairs += [Pair(prefix + n, f, None) for n, f in record.facts.items() if n not in left]
     return pairs
 
 

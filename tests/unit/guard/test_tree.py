@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from hutch.guard import patterns
 from hutch.guard import tree as t
 
+from .support import CERT, KEY, as_nobody, scan, write
+
 UID = os.getuid()
 
 
@@ -44,16 +46,6 @@ def facts(tree: t.Tree) -> dict[str, tuple[int, int, int, str]]:
     """Every recorded entry by path, without the times (a racy entry is kept
     with time 0 by one walk and its real time by another)."""
     return {rel: (f.flags, f.mode, f.uid, f.extra) for rel, f in tree.entries(~0)}
-
-
-def write(path: Path, text: str = "x", mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(mode)
-
-
-KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"
-CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 def test_one_walk_records_what_matters(tmp_path: Path) -> None:
@@ -195,6 +187,10 @@ def _apply(root: Path, op: str, a: list[str], b: list[str]) -> None:
     dst = root.joinpath(*b)
     try:
         if op in ("file", "exec", "key"):
+            # A new file each time: a mode changed in place on a file hutch
+            # does not record is seen by the daily full walk only.
+            if src.is_symlink() or src.is_file():
+                src.unlink()
             write(src, KEY if op == "key" else "data", 0o755 if op == "exec" else 0o644)
         elif op == "dir":
             src.mkdir(parents=True, exist_ok=True)
@@ -240,3 +236,139 @@ def test_refresh_equals_a_full_walk(
 
 def _all(root: Path) -> Iterator[Path]:
     yield from root.rglob("*")
+
+
+# -- what the walk reports beside masks -------------------------------------------
+
+
+def test_symlinks_are_never_followed_nor_masked_but_matching_ones_are_reported(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / ".env")
+    write(outside / "sub" / "id_rsa")
+    project = tmp_path / "project"
+    write(project / "README.md")
+    (project / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (project / ".env").symlink_to(outside / ".env")
+    (project / "cfg").mkdir()
+    (project / "cfg" / ".ssh").symlink_to(outside / "sub", target_is_directory=True)
+    (project / ".env.prod").symlink_to("/nonexistent/dangling")
+    (project / "ID_RSA").symlink_to("README.md")
+    (project / "docs").symlink_to(outside)
+    found = scan(project)
+    assert found.files == () and found.dirs == ()
+    assert found.links == (".env", ".env.prod", "ID_RSA", "cfg/.ssh")
+    assert found.walked == {"", "cfg"}
+    assert found.hardlinks == ()
+
+
+def test_unmask_applies_to_reported_links(tmp_path: Path) -> None:
+    (tmp_path / ".env").symlink_to("/dev/null")
+    (tmp_path / ".env.example").symlink_to("/dev/null")
+    assert scan(tmp_path, unmask=[".env"]).links == ()
+    assert scan(tmp_path).links == (".env",)
+
+
+def test_hardlinks_are_reported_unless_masked(tmp_path: Path) -> None:
+    outside = write(tmp_path / "store" / "pkg.js")
+    project = tmp_path / "project"
+    write(project / "src" / "plain.py")
+    (project / "node_modules" / "pkg").mkdir(parents=True)
+    os.link(outside, project / "node_modules" / "pkg" / "index.js")
+    a = write(project / "a.txt")
+    os.link(a, project / "b.txt")
+    env = write(project / ".env")
+    os.link(env, project / "env-copy")
+    key = write(project / "deploy", KEY)  # masked by its content
+    os.link(key, tmp_path / "deploy-elsewhere")
+    found = scan(project)
+    assert found.hardlinks == ("a.txt", "b.txt", "env-copy", "node_modules/pkg/index.js")
+    assert found.files == (".env", "deploy")
+
+
+def test_only_nested_repositories_are_walked_and_never_their_objects(tmp_path: Path) -> None:
+    write(tmp_path / ".git" / "deploy.key")  # the project's own .git is a layer, not walked
+    write(tmp_path / "sub" / ".git" / "deploy.key")
+    write(tmp_path / "sub" / ".git" / "objects" / "ab" / "id_rsa")  # object names are never secrets
+    write(tmp_path / "sub" / ".git" / "modules" / "m" / "objects" / "cd" / ".env")
+    pack = write(tmp_path / "elsewhere.pack")
+    os.link(pack, tmp_path / "sub" / ".git" / "shared.pack")  # git clone --local links packs
+    write(tmp_path / "src" / "objects" / "id_rsa")  # a directory named objects elsewhere is walked
+    found = scan(tmp_path)
+    assert found.files == ("src/objects/id_rsa", "sub/.git/deploy.key")
+    assert found.hardlinks == ("elsewhere.pack",)
+    assert not {".git", "sub/.git/objects", "sub/.git/modules/m/objects"} & found.walked
+
+
+ODD_DIRS = ["a b", "c:d", "e,f=g", "-rf", "new\nline", "$(touch pwned)", "ü", "tab\there", "\x1b[31m"]
+
+
+def test_odd_names_come_back_verbatim(tmp_path: Path) -> None:
+    for d in ODD_DIRS:
+        write(tmp_path / d / ".env")
+        write(tmp_path / d / f"{d}.key")
+        write(tmp_path / d / "plain.txt")
+    write(tmp_path / "-id_rsa")  # a leading dash alone is not id_rsa*
+    write(tmp_path / "id_rsa --help")
+    expected = sorted([f"{d}/.env" for d in ODD_DIRS] + [f"{d}/{d}.key" for d in ODD_DIRS])
+    found = scan(tmp_path)
+    assert found.files == tuple(sorted([*expected, "id_rsa --help"]))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_undecodable_names_round_trip_through_fsencode(tmp_path: Path) -> None:
+    base = os.fsencode(tmp_path)
+    os.mkdir(base + b"/\xffdir")
+    for raw in (b"/\xff\xfe.key", b"/\xffdir/.ENV", b"/\xffdir/plain\xfe"):
+        with open(base + raw, "wb"):
+            pass
+    found = scan(tmp_path)
+    assert {os.fsencode(p) for p in found.files} == {b"\xff\xfe.key", b"\xffdir/.ENV"}
+    # And through the saved tree, as the next session reads it.
+    again = t.Tree.loads(found.tree.dumps(), str(tmp_path), UID, "p")
+    assert again is not None and again.masked() == found.tree.masked()
+
+
+def test_unreadable_directories_are_recorded_not_fatal() -> None:
+    def body(root: Path) -> object:
+        write(root / ".env")
+        write(root / "open" / "id_rsa")
+        write(root / "open" / "locked" / ".env")
+        write(root / "open" / "locked" / "deeper" / "id_rsa")
+        (root / "open" / "locked").chmod(0o000)
+        found = scan(root)
+        return [found.files, found.unreadable]
+
+    files, unreadable = as_nobody(body)  # type: ignore[misc]
+    assert files == [".env", "open/id_rsa"]
+    assert unreadable == ["open/locked"]
+
+
+def test_a_refresh_sees_a_directory_become_unreadable_and_readable_again() -> None:
+    def body(root: Path) -> object:
+        write(root / "a" / "locked" / ".env")
+        write(root / "a" / "other.txt")
+        locked = root / "a" / "locked"
+        seen = []
+        old = _settled(root)
+        for mode in (0o000, 0o755):
+            locked.chmod(mode)  # changes locked's ctime, not its parent's
+            time.sleep(t.RACY_NS / 1e9 + 0.02)
+            new, _ = refresh(root, old)
+            whole = full(root)
+            assert facts(new) == facts(whole), mode
+            seen.append([new.masked()[0], new.paths(t.UNREADABLE)])
+            old = new
+        return seen
+
+    assert as_nobody(body) == [[[], ["a/locked"]], [["a/locked/.env"], []]]
+
+
+def test_a_refresh_sees_a_hard_link_made_from_outside_to_a_recorded_file(tmp_path: Path) -> None:
+    # A new link changes neither the directory's ctime nor the file's mtime.
+    root = tmp_path / "p"
+    tool = write(root / "bin" / "tool", "#!/bin/sh\n", 0o755)
+    old = _settled(root)
+    os.link(tool, tmp_path / "outside")
+    new, pairs = refresh(root, old)
+    assert new.paths(t.HARDLINK) == ("bin/tool",)
+    assert [p.rel for p in pairs] == ["bin/tool"]
