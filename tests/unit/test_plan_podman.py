@@ -67,6 +67,8 @@ def plan_for(tmp_path: Path, toml: str = "", project: str = "/src/my proj") -> R
     )
 
 
+# The default is this machine's CPU count: the golden lines name their own.
+TWO_CPUS = "[sandbox]\ncpus = 2\n"
 LABELS = [
     "--label", "io.hutch.managed=true", "--label", "io.hutch.session=s1",
     "--label", "io.hutch.project=/src/my proj", "--label", "io.hutch.agent=claude",
@@ -85,7 +87,7 @@ def env_args(argv: list[str]) -> list[str]:
 
 
 def test_golden_rootful(tmp_path: Path) -> None:
-    argv = Podman(host=ROOTFUL).run_argv(plan_for(tmp_path))
+    argv = Podman(host=ROOTFUL).run_argv(plan_for(tmp_path, TWO_CPUS))
     cut = argv.index("--env")
     assert argv[:cut] == [
         "podman", "run", "--rm", "--pull", "never", "--name", "hutch-my-proj-s1", "--interactive",
@@ -115,7 +117,7 @@ def test_golden_rootful(tmp_path: Path) -> None:
 
 
 def test_golden_rootless(tmp_path: Path) -> None:
-    argv = Podman(host=ROOTLESS_V2).run_argv(plan_for(tmp_path))
+    argv = Podman(host=ROOTLESS_V2).run_argv(plan_for(tmp_path, TWO_CPUS))
     cut = argv.index("--env")
     assert argv[:cut] == [
         "podman", "run", "--rm", "--pull", "never", "--name", "hutch-my-proj-s1", "--interactive",
