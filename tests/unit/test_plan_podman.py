@@ -22,10 +22,11 @@ from hutch.plan import EnvVar, HostFacts, Identity, RunPlan, build_run_plan
 ENV = {"HOME": "/home/alice", "SECRET_TOKEN": "hunter2", "LANG": "C.UTF-8", "HTTPS_PROXY": "http://u:pw@p"}
 INF = resource.RLIM_INFINITY
 
+CATATONIT = "/usr/libexec/podman/catatonit"
 ROOTFUL = PodmanHost(rootless=False, cgroup_v2=False, nofile=Rlimit(20000, 20000),
-                     nproc=Rlimit(96551, 96551))  # fmt: skip
+                     nproc=Rlimit(96551, 96551), init=CATATONIT)  # fmt: skip
 ROOTLESS_V2 = PodmanHost(rootless=True, cgroup_v2=True, nofile=Rlimit(1024, 524288),
-                         nproc=Rlimit(63000, 63000))  # fmt: skip
+                         nproc=Rlimit(63000, 63000), init=CATATONIT)  # fmt: skip
 ROOTLESS_V1 = ROOTLESS_V2._replace(cgroup_v2=False)
 
 

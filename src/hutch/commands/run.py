@@ -55,6 +55,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     else:
         command = (agent.command, *agent.run_args, *request.user_args)
     if not request.dry_run:
+        ws.engine.check_ready()
         images.ensure_image(ws, recipe)
         freshness.on_run(ws, agent)
     session_id = sessions.new_session_id()

@@ -90,6 +90,11 @@ class Engine(ABC):
     @abstractmethod
     def mount_arg(self, mount: Mount) -> str: ...
 
+    def check_ready(self) -> None:
+        """Raise EngineUnavailable when a launch cannot work on this host (cheap:
+        no engine call); the run's own error, with the fix `hutch doctor` gives."""
+        return None
+
     def limits_gap(self, plan: RunPlan) -> LimitsGap | None:
         """None when every limit in the plan is enforced."""
         return None
