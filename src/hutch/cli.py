@@ -302,7 +302,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse exits 2 already; say what to do next as every error does.
         self.print_usage(sys.stderr)
-        print(f"hutch: {message}\n  hint: see `hutch {self.prog.split()[-1]} --help`", file=sys.stderr)
+        print(f"hutch: {message}\n  hint: see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -26,9 +26,9 @@ def test_claude_version_in_sandbox(hutch: Hutch, project: Path, built: Built) ->
     match = VERSION_LINE.match(result.stdout.strip())
     assert match, f"unexpected output: {result.stdout!r}"
     pin = pinned_version(built)
-    if pin != "latest":
-        # The image holds exactly the pinned release, not whatever a cache kept.
-        assert match.group(1) == pin
+    assert pin != "latest", "the session's build pinned no exact release (was the registry down?)"
+    # The image holds exactly the pinned release, not whatever a cache kept.
+    assert match.group(1) == pin
 
 
 @pytest.mark.engines

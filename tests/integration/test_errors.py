@@ -83,7 +83,10 @@ def test_docker_not_on_path(hutch: Hutch, project: Path, choice: str | None) -> 
     tmp.mkdir()
     result = exec_true(hutch, project, *flags, env=hutch.env(PATH=str(empty), TMPDIR=str(tmp)))
     assert result.returncode == 4, result.stderr
-    assert "not found on PATH" in result.stderr or "no container engine" in result.stderr
+    if choice is None:  # auto: neither engine is installed
+        assert "no container engine found (neither docker nor podman is on PATH)" in result.stderr
+    else:
+        assert "docker is not installed (not found on PATH)" in result.stderr
     assert "hint:" in result.stderr
 
 

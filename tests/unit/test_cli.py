@@ -28,21 +28,23 @@ def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["exec", "--network", "sideways", "--", "true"])
     assert info.value.code == 2
-    assert "sideways" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sideways" in err and err.endswith("  hint: see `hutch exec --help`\n")
 
 
-def test_exec_without_command_is_usage_error(
-    capsys: pytest.CaptureFixture[str], tmp_path: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+def test_usage_error_before_the_command_points_at_hutch_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--engine", "sideways"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith("  hint: see `hutch --help`\n")
+
+
+def test_exec_without_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["exec"]) == 2
     assert "exec needs a command" in capsys.readouterr().err
 
 
-def test_bad_flag_value_is_config_error(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: object
-) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+def test_bad_flag_value_is_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["exec", "--memory", "lots", "--dry-run", "--", "true"]) == 3
     err = capsys.readouterr().err
     assert "--memory" in err and "Traceback" not in err

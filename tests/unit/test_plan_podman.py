@@ -22,10 +22,11 @@ from hutch.plan import EnvVar, HostFacts, Identity, RunPlan, build_run_plan
 ENV = {"HOME": "/home/alice", "SECRET_TOKEN": "hunter2", "LANG": "C.UTF-8", "HTTPS_PROXY": "http://u:pw@p"}
 INF = resource.RLIM_INFINITY
 
+CATATONIT = "/usr/libexec/podman/catatonit"
 ROOTFUL = PodmanHost(rootless=False, cgroup_v2=False, nofile=Rlimit(20000, 20000),
-                     nproc=Rlimit(96551, 96551))  # fmt: skip
+                     nproc=Rlimit(96551, 96551), init=CATATONIT)  # fmt: skip
 ROOTLESS_V2 = PodmanHost(rootless=True, cgroup_v2=True, nofile=Rlimit(1024, 524288),
-                         nproc=Rlimit(63000, 63000))  # fmt: skip
+                         nproc=Rlimit(63000, 63000), init=CATATONIT)  # fmt: skip
 ROOTLESS_V1 = ROOTLESS_V2._replace(cgroup_v2=False)
 
 
@@ -67,6 +68,8 @@ def plan_for(tmp_path: Path, toml: str = "", project: str = "/src/my proj") -> R
     )
 
 
+# The default is this machine's CPU count: the golden lines name their own.
+TWO_CPUS = "[sandbox]\ncpus = 2\n"
 LABELS = [
     "--label", "io.hutch.managed=true", "--label", "io.hutch.session=s1",
     "--label", "io.hutch.project=/src/my proj", "--label", "io.hutch.agent=claude",
@@ -85,7 +88,7 @@ def env_args(argv: list[str]) -> list[str]:
 
 
 def test_golden_rootful(tmp_path: Path) -> None:
-    argv = Podman(host=ROOTFUL).run_argv(plan_for(tmp_path))
+    argv = Podman(host=ROOTFUL).run_argv(plan_for(tmp_path, TWO_CPUS))
     cut = argv.index("--env")
     assert argv[:cut] == [
         "podman", "run", "--rm", "--pull", "never", "--name", "hutch-my-proj-s1", "--interactive",
@@ -115,7 +118,7 @@ def test_golden_rootful(tmp_path: Path) -> None:
 
 
 def test_golden_rootless(tmp_path: Path) -> None:
-    argv = Podman(host=ROOTLESS_V2).run_argv(plan_for(tmp_path))
+    argv = Podman(host=ROOTLESS_V2).run_argv(plan_for(tmp_path, TWO_CPUS))
     cut = argv.index("--env")
     assert argv[:cut] == [
         "podman", "run", "--rm", "--pull", "never", "--name", "hutch-my-proj-s1", "--interactive",

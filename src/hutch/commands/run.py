@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from hutch.egress.session import SessionEgress
     from hutch.guard import Outcome
     from hutch.guard.session import Protection
-    from hutch.guard.tree import Unstable
     from hutch.image.recipe import Recipe
     from hutch.plan import Masking, RunPlan
 
@@ -61,6 +60,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     else:
         command = (agent.command, *agent.run_args, *request.user_args)
     if not request.dry_run:
+        ws.engine.check_ready()
         images.ensure_image(ws, recipe)
         freshness.on_run(ws, agent)
         recover_killed(ws)

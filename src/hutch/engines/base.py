@@ -91,6 +91,11 @@ class Engine(ABC):
     def mount_args(self, mount: Mount) -> list[str]:
         """The engine options that make one mount of the plan."""
 
+    def check_ready(self) -> None:
+        """Raise EngineUnavailable when a launch cannot work on this host (cheap:
+        no engine call); the run's own error, with the fix `hutch doctor` gives."""
+        return None
+
     def limits_gap(self, plan: RunPlan) -> LimitsGap | None:
         """None when every limit in the plan is enforced."""
         return None

@@ -35,6 +35,8 @@ CATATONIT_PATHS = (
     "/usr/local/libexec/podman/catatonit",
     "/usr/lib/podman/catatonit",
 )
+# Without that init every `podman run --init` fails: doctor and the run say the same.
+INIT_FIX = "sudo apt-get install catatonit (or point init_path in containers.conf at an init)"
 
 
 class Rlimit(NamedTuple):
@@ -49,6 +51,7 @@ class PodmanHost(NamedTuple):
     cgroup_v2: bool
     nofile: Rlimit
     nproc: Rlimit
+    init: str | None  # the init Podman runs as PID 1 (catatonit), None when there is none
 
     @property
     def limits_work(self) -> bool:
@@ -76,12 +79,47 @@ def detect_host() -> PodmanHost:
     `hutch doctor` cross-checks this against `podman info`. cgroup v2 is mounted
     unified at /sys/fs/cgroup, whose root then lists cgroup.controllers.
     """
+    rootless = os.geteuid() != 0
     return PodmanHost(
-        rootless=os.geteuid() != 0,
+        rootless=rootless,
         cgroup_v2=os.path.exists("/sys/fs/cgroup/cgroup.controllers"),
         nofile=_rlimit(resource.RLIMIT_NOFILE),
         nproc=_rlimit(resource.RLIMIT_NPROC),
+        init=find_init(rootless),
     )
+
+
+def find_init(rootless: bool) -> str | None:
+    """catatonit where distributions put it, else containers.conf's init_path."""
+    found = next((path for path in CATATONIT_PATHS if os.path.exists(path)), None)
+    if found is None:
+        configured = _configured_init_path(rootless)
+        if configured is not None and os.path.exists(configured):
+            found = configured
+    return found
+
+
+def _configured_init_path(rootless: bool) -> str | None:
+    """[containers] init_path from containers.conf; later files override earlier ones."""
+    import tomllib
+
+    files = ["/usr/share/containers/containers.conf", "/etc/containers/containers.conf"]
+    if rootless:
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        files.append(os.path.join(config, "containers", "containers.conf"))
+    if os.environ.get("CONTAINERS_CONF"):
+        files = [os.environ["CONTAINERS_CONF"]]
+    found = None
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                table = tomllib.load(handle).get("containers", {})
+        except (OSError, ValueError):  # missing, unreadable or not TOML: Podman's business
+            continue
+        value = table.get("init_path") if isinstance(table, dict) else None
+        if isinstance(value, str) and value:
+            found = value
+    return found
 
 
 def _ulimit(name: str, limit: Rlimit) -> list[str]:
@@ -294,16 +332,19 @@ class Podman(Engine):
             ))  # fmt: skip
         elif cgroups:
             check(True, f"cgroup {cgroups}: memory, CPU and process limits enforced")
-        found = next((p for p in CATATONIT_PATHS if os.path.exists(p)), None)
-        if found:
-            check(True, f"init for PID 1 present ({found})")
-        else:
-            checks.append(Check("warn", f"catatonit not found in {', '.join(CATATONIT_PATHS)}; "
-                                "hutch runs with --init",
-                                "sudo apt-get install catatonit (unless containers.conf sets "
-                                "init_path)"))  # fmt: skip
+        init = self.host.init
+        check(init is not None,
+              f"init for PID 1 present ({init})" if init else
+              f"init for PID 1 (catatonit) not found in {', '.join(CATATONIT_PATHS)} nor set as "
+              "init_path in containers.conf: every sandbox would fail to start", INIT_FIX)  # fmt: skip
         checks.append(Check(*seccomp.doctor_check()))
         return checks
+
+    def check_ready(self) -> None:
+        if self.host.init is None:
+            raise EngineUnavailable(
+                "Podman has no init (catatonit) to run as PID 1 of the sandbox", INIT_FIX
+            )
 
     def raise_if_unavailable(self, stderr: str) -> None:
         text = stderr.lower()
@@ -321,8 +362,7 @@ class Podman(Engine):
             raise EngineUnavailable("your user has no subordinate UID/GID ranges for Podman", SUBID_FIX)
         if "container-init binary not found" in text:
             raise EngineUnavailable(
-                "Podman cannot find its init binary (catatonit), which hutch runs as PID 1",
-                "install it: sudo apt-get install catatonit",
+                "Podman has no init (catatonit) to run as PID 1 of the sandbox", INIT_FIX
             )
         if "cannot clone: operation not permitted" in text or "cannot re-exec process" in text:
             raise EngineUnavailable(
