@@ -24,6 +24,7 @@ from hutch.workspace import Workspace, check_mount_sources, check_project
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hutch.agents import AgentDef
     from hutch.egress.session import SessionEgress
     from hutch.guard import Outcome
     from hutch.guard.session import Protection
@@ -44,8 +45,6 @@ class RunRequest(NamedTuple):
 
 def execute(ws: Workspace, request: RunRequest) -> int:
     from hutch import freshness, trust
-    from hutch.guard.session import Protection
-    from hutch.guard.tree import Unstable
 
     agent = ws.agent(request.agent)
     check_project(ws, force=request.force)
@@ -65,23 +64,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         freshness.on_run(ws, agent)
         recover_killed(ws)
     session_id = sessions.new_session_id()
-    uid = os.getuid()
     s = ws.settings
-    try:
-        protection = Protection.open(
-            project=ws.project, uid=uid, mask=s.mask, unmask=s.unmask, no_mask=request.no_mask,
-            state=ws.dirs.state, session=session_id,
-        )
-    except Unstable as err:
-        raise SetupFailed(
-            f"the project kept changing while hutch looked for secrets in it ({err} was swapped); "
-            "nothing ran",
-            "another session of this project may be renaming directories: stop it (`hutch ps`), "
-            "then try again",
-        ) from err
-    except OSError as err:
-        raise SetupFailed(f"cannot read the project {ws.project}: {err.strerror}",
-                          "check that the directory exists and is yours") from err  # fmt: skip
+    protection = _protect(ws, session_id, no_mask=request.no_mask, quick=not request.dry_run)
     for warning in protection.prepared.warnings:
         ws.warn(warning)
     runtime = sessions.make_runtime_dir(session_id)
@@ -100,38 +84,38 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 audit=audit_path(ws.dirs.state, session_id),
                 session=session_id,
             )
-        protection.make_git_layer(engine=ws.engine.name)
-        facts = host_facts(ws, agent, runtime_dir=runtime)
-        masking = protection.masking()
-        plan = build_run_plan(
-            s, agent, facts, image=recipe.tag, session=session_id, command=command,
-            interactive=interactive, tty=tty, masking=masking,
-        )._replace(seccomp=_seccomp(ws))  # fmt: skip
-        if request.dry_run:
-            print(shlex.join(ws.engine.run_argv(plan)))
-            named = [f"{v.name}=<redacted>" for v in plan.env if v.secret]
-            if named:
-                print(f"# env file /run/hutch/env: {' '.join(named)}")
-            return 0
-        sessions.write_env_file(runtime, plan)
-        for note in plan.notes:
-            ws.say(note)
-        home = ws.dirs.agent_home(agent.name)
-        if not request.command and agent.login_hint and not os.listdir(home):
-            # A fresh agent home: the agent will ask to log in.
-            ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
-        allow_count = egress.allow_count if egress is not None else 0
-        summary = describe(plan, masking, allow_count)
-        gap = ws.engine.limits_gap(plan)
-        if gap is not None:
-            summary += f" | {gap.summary}"
-            _warn_once(ws, "limits-gap", gap.warning)
-        ws.say(summary)
-        target = plan.mounts[0].target
-        protection.open_gate(runtime, protection.expectations(
-            target=target, empty_file=facts.empty_file, empty_dir=facts.empty_dir))  # fmt: skip
-        launched = True
-        status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=protection.gate_ready)
+        for attempt in range(2):
+            protection.make_git_layer(engine=ws.engine.name)
+            facts = host_facts(ws, agent, runtime_dir=runtime)
+            masking = protection.masking()
+            plan = build_run_plan(
+                s, agent, facts, image=recipe.tag, session=session_id, command=command,
+                interactive=interactive, tty=tty, masking=masking,
+            )._replace(seccomp=_seccomp(ws))  # fmt: skip
+            if request.dry_run:
+                print(shlex.join(ws.engine.run_argv(plan)))
+                named = [f"{v.name}=<redacted>" for v in plan.env if v.secret]
+                if named:
+                    print(f"# env file /run/hutch/env: {' '.join(named)}")
+                return 0
+            if attempt == 0:
+                own = bool(request.command)
+                _announce(ws, plan, masking, egress, agent, runtime=runtime, own_command=own)
+            protection.open_gate(runtime, protection.expectations(
+                target=plan.mounts[0].target, empty_file=facts.empty_file, empty_dir=facts.empty_dir))  # fmt: skip
+            launched = True
+            ready = protection.gate_ready
+            status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready)
+            if attempt == 0 and protection.stale():
+                # Held at the gate, nothing ran: the project changed since the
+                # last walk in a way that changes the plan. Walk it, start again.
+                launched = False
+                if egress is not None:
+                    egress.finish()
+                protection.close()
+                protection = _protect(ws, session_id, no_mask=request.no_mask, quick=False)
+                continue
+            break
         failure = protection.gate_failure()
         if failure is not None:
             launched = protection.gate_opened()
@@ -149,6 +133,49 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         # Best effort: what cannot be removed is left for `hutch gc`.
         shutil.rmtree(runtime, ignore_errors=True)
     return status
+
+
+def _protect(ws: Workspace, session: str, *, no_mask: bool, quick: bool) -> Protection:
+    """The project walked (or its last walk's summary read, quick) and its
+    protection planned."""
+    from hutch.guard.session import Protection
+    from hutch.guard.tree import Unstable
+
+    s = ws.settings
+    try:
+        return Protection.open(
+            project=ws.project, uid=os.getuid(), mask=s.mask, unmask=s.unmask, no_mask=no_mask,
+            state=ws.dirs.state, session=session, quick=quick,
+        )  # fmt: skip
+    except Unstable as err:
+        raise SetupFailed(
+            f"the project kept changing while hutch looked for secrets in it ({err} was swapped); "
+            "nothing ran",
+            "another session of this project may be renaming directories: stop it (`hutch ps`), "
+            "then try again",
+        ) from err
+    except OSError as err:
+        raise SetupFailed(f"cannot read the project {ws.project}: {err.strerror}",
+                          "check that the directory exists and is yours") from err  # fmt: skip
+
+
+def _announce(ws: Workspace, plan: RunPlan, masking: Masking, egress: SessionEgress | None, agent: AgentDef,
+              *, runtime: str, own_command: bool) -> None:  # fmt: skip
+    """The env file, notes, and the one line that says what the sandbox holds."""
+    sessions.write_env_file(runtime, plan)
+    for note in plan.notes:
+        ws.say(note)
+    home = ws.dirs.agent_home(agent.name)
+    if not own_command and agent.login_hint and not os.listdir(home):
+        # A fresh agent home: the agent will ask to log in.
+        ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
+    allow_count = egress.allow_count if egress is not None else 0
+    summary = describe(plan, masking, allow_count)
+    gap = ws.engine.limits_gap(plan)
+    if gap is not None:
+        summary += f" | {gap.summary}"
+        _warn_once(ws, "limits-gap", gap.warning)
+    ws.say(summary)
 
 
 def _seccomp(ws: Workspace) -> str | None:

@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -57,8 +58,11 @@ class Prepared(NamedTuple):
     git: GitLayer | None
     warnings: tuple[str, ...]
     hardlinks: tuple[str, ...]
-    baseline: t.Tree
+    # The tree as the session starts; with a quick start it comes from
+    # `pending` (the walk of what changed, done while the engine starts).
+    baseline: t.Tree | None
     policy: str
+    pending: Pending | None = None
 
 
 class Outcome(NamedTuple):
@@ -117,12 +121,88 @@ def _load(path: str, project: str, uid: int, policy: str) -> t.Tree | None:
 
 
 def _save(path: str, tree: t.Tree) -> None:
+    """The tree, and beside it the summary a quick start plans from."""
+    _write(path, tree.dumps())
+    _write(os.path.join(os.path.dirname(path), SUMMARY), json.dumps(Summary.of(tree)._asdict()))
+
+
+def _write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
-        handle.write(tree.dumps())
+        handle.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+SUMMARY = "launch.json"
+
+
+class Summary(NamedTuple):
+    """What the last walk decided, enough to plan a launch: small, so that a
+    start reads it in a moment whatever the size of the project."""
+
+    root: str
+    uid: int
+    policy: str
+    full_at: float
+    masked_files: list[str]
+    masked_dirs: list[str]
+    candidates: list[str]
+    links: list[str]
+    masked_links: list[str]
+    unreadable: list[str]
+    hardlinks: list[str]
+
+    @classmethod
+    def of(cls, tree: t.Tree) -> Summary:
+        files, dirs = tree.masked()
+        candidates, links = _candidates(tree)
+        return cls(tree.root, tree.uid, tree.policy, tree.full_at, list(files), list(dirs), candidates,
+                   links, list(tree.paths(t.MASKED_LINK)), list(tree.paths(t.UNREADABLE)),
+                   list(tree.paths(t.HARDLINK)))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str) -> Summary | None:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+                return cls(**json.load(handle))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def plans_like(self, other: Summary) -> bool:
+        """Whether a launch planned from one would mount what the other plans."""
+        return (self.masked_files, self.masked_dirs, sorted(self.candidates)) == (
+            other.masked_files, other.masked_dirs, sorted(other.candidates))  # fmt: skip
+
+
+class Pending:
+    """The walk of what changed since the last one, run in a thread while the
+    engine starts the container; the start gate waits for it."""
+
+    def __init__(self, *, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str,
+                 baseline: str, summary: Summary) -> None:  # fmt: skip
+        self.tree: t.Tree | None = None
+        self.stale = False  # the launch was planned from what no longer holds
+        self.error: BaseException | None = None
+        self._args = (project, uid, key, policy, path, blobs, baseline, summary)
+        self._thread = threading.Thread(target=self._run, name="hutch-walk", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        project, uid, key, policy, path, blobs, baseline, summary = self._args
+        try:
+            tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
+                         now=time.time(), old=_load(path, project, uid, key))  # fmt: skip
+            _link_baseline(path, baseline, tree)
+            self.stale = not Summary.of(tree).plans_like(summary)
+            self.tree = tree
+        except (OSError, t.Unstable) as err:
+            self.error = err
+
+    def wait(self) -> t.Tree | None:
+        self._thread.join()
+        return self.tree
 
 
 def _open_root(project: str) -> int:
@@ -139,21 +219,103 @@ def prepare(
     state: str,
     session: str,
     now: float | None = None,
+    quick: bool = False,
 ) -> Prepared:
-    """Walk (or re-walk what changed of) the project and plan its protection.
-    Raises OSError when the project cannot be read."""
+    """Plan the project's protection from a walk of it (or of what changed
+    since the last one). Quick: from the last walk's summary, when there is a
+    current one and every path it masks is still there; the walk then runs
+    in a thread (Prepared.pending) while the engine starts the container, and
+    the start gate holds the sandbox until it says the plan still holds.
+    Raises OSError when the project cannot be read, Unstable when it keeps
+    changing under the walk."""
     key = policy_key(mask, unmask, no_mask)
     policy = _policy(mask, unmask, no_mask)
     path = _tree_path(state, project)
     blobs = blobs_dir(state, project)
+    baseline = baseline_path(state, project, session)
+    moment = time.time() if now is None else now
     root_fd = _open_root(project)
     try:
-        walker = t.Walker(root_fd, uid, policy, blobs)
-        old = _load(path, project, uid, key)
-        moment = time.time() if now is None else now
+        summary = Summary.load(os.path.join(os.path.dirname(path), SUMMARY)) if quick else None
+        pending: Pending | None = None
+        tree: t.Tree | None = None
+        if summary is not None and _current(summary, project, uid, key, moment) and _still_there(root_fd, summary):
+            pending = Pending(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
+                              baseline=baseline, summary=summary)  # fmt: skip
+        else:
+            tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs, now=moment,
+                         old=_load(path, project, uid, key), root_fd=root_fd)  # fmt: skip
+            _link_baseline(path, baseline, tree)
+            summary = Summary.of(tree)
+        root_st = os.fstat(root_fd)
+        masked = (*summary.masked_files, *summary.masked_dirs)
+        readonly, links = _readonly(root_fd, summary.candidates, summary.links, masked)
+        git = _git_layer(root_fd, project)
+    finally:
+        os.close(root_fd)
+    warnings: list[str] = []
+    if summary.masked_links:
+        warnings.append(
+            "symlinks named like secrets are not masked (they point elsewhere): "
+            f"{report.names(summary.masked_links)}"
+        )
+    if summary.unreadable:
+        warnings.append(f"unreadable, so not checked for secrets: {report.names(summary.unreadable)}")
+    if links:
+        warnings.append(
+            "host-executed paths that are symlinks stay writable (binding them would follow "
+            f"the link): {report.names(links)}; hutch reports changes to them afterwards"
+        )
+    if summary.hardlinks:
+        warnings.append(
+            f"{len(summary.hardlinks)} file(s) are hard-linked from outside the project; the agent "
+            f"can change the other copies too: {report.names(summary.hardlinks)}"
+        )
+    if no_mask:
+        warnings.append("--no-mask: secret files in the project are visible to the agent")
+    return Prepared(
+        root=Pinned(root_st.st_dev, root_st.st_ino),
+        masked_files=tuple(summary.masked_files),
+        masked_dirs=tuple(summary.masked_dirs),
+        readonly=tuple(readonly),
+        git=git,
+        warnings=tuple(warnings),
+        hardlinks=tuple(summary.hardlinks),
+        baseline=tree,
+        policy=key,
+        pending=pending,
+    )
+
+
+def _current(summary: Summary, project: str, uid: int, key: str, moment: float) -> bool:
+    return (
+        summary.root == project
+        and summary.uid == uid
+        and summary.policy == key
+        and moment - summary.full_at <= t.FULL_PASS_EVERY
+    )
+
+
+def _still_there(root_fd: int, summary: Summary) -> bool:
+    """Every masked path is still what it was: a mount onto one that went
+    away would make the engine create it, in the user's project."""
+    for rel in summary.masked_files:
+        if _kind(root_fd, rel) not in ("file",):
+            return False
+    return all(_kind(root_fd, rel) == "dir" for rel in summary.masked_dirs)
+
+
+def _walk(*, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str, now: float,
+          old: t.Tree | None, root_fd: int | None = None) -> t.Tree:  # fmt: skip
+    """A full walk when there is no tree of this policy or the daily one is due,
+    else a walk of what changed; saved when it changed anything."""
+    own = root_fd is None
+    fd = _open_root(project) if root_fd is None else root_fd
+    try:
+        walker = t.Walker(fd, uid, policy, blobs)
         for attempt in range(WALK_ATTEMPTS):
             try:
-                if old is None or moment - old.full_at > t.FULL_PASS_EVERY:
+                if old is None or now - old.full_at > t.FULL_PASS_EVERY:
                     tree = walker.full(project, key, old)
                     changed = True
                 else:
@@ -165,46 +327,10 @@ def prepare(
                     raise
         if changed:
             _save(path, tree)
-        _link_baseline(path, baseline_path(state, project, session), tree)
-        root_st = os.fstat(root_fd)
-        files, dirs = tree.masked()
-        readonly, links = _readonly(root_fd, tree, (*files, *dirs))
-        git = _git_layer(root_fd, project)
+        return tree
     finally:
-        os.close(root_fd)
-    warnings: list[str] = []
-    masked_links = tree.paths(t.MASKED_LINK)
-    if masked_links:
-        warnings.append(
-            f"symlinks named like secrets are not masked (they point elsewhere): {report.names(masked_links)}"
-        )
-    unreadable = tree.paths(t.UNREADABLE)
-    if unreadable:
-        warnings.append(f"unreadable, so not checked for secrets: {report.names(unreadable)}")
-    if links:
-        warnings.append(
-            "host-executed paths that are symlinks stay writable (binding them would follow "
-            f"the link): {report.names(links)}; hutch reports changes to them afterwards"
-        )
-    hardlinks = tree.paths(t.HARDLINK)
-    if hardlinks:
-        warnings.append(
-            f"{len(hardlinks)} file(s) are hard-linked from outside the project; the agent "
-            f"can change the other copies too: {report.names(hardlinks)}"
-        )
-    if no_mask:
-        warnings.append("--no-mask: secret files in the project are visible to the agent")
-    return Prepared(
-        root=Pinned(root_st.st_dev, root_st.st_ino),
-        masked_files=files,
-        masked_dirs=dirs,
-        readonly=tuple(readonly),
-        git=git,
-        warnings=tuple(warnings),
-        hardlinks=hardlinks,
-        baseline=tree,
-        policy=key,
-    )
+        if own:
+            os.close(fd)
 
 
 def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> None:
@@ -220,15 +346,12 @@ def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> None:
         _save(baseline, tree)
 
 
-def _readonly(root_fd: int, tree: t.Tree, masked: tuple[str, ...]) -> tuple[list[Bind], list[str]]:
-    """Host-executed paths that exist: (binds, paths that are links). A masked
-    path, or one below a masked directory, is left out: its mask is read-only
-    already, and a second mount on the same target is refused by the engine."""
-    hidden = frozenset(masked)
-    below = tuple(p + "/" for p in masked)
-    binds: list[Bind] = []
+def _candidates(tree: t.Tree) -> tuple[list[str], list[str]]:
+    """Host-executed paths below the root that the tree knows of, to bind
+    read-only where they exist, and those that are links: (candidates, links).
+    The fixed ones at the root (SURFACE_ROOT) are not included."""
+    candidates: list[str] = []
     links: list[str] = []
-    candidates = [p for p in SURFACE_ROOT]
     covered = tuple(p + "/" for p in SURFACE_ROOT)
     for rel, fact in tree.entries(t.SURFACE | t.REPO):
         if rel == GIT or rel in SURFACE_ROOT or rel.startswith(covered):
@@ -239,19 +362,33 @@ def _readonly(root_fd: int, tree: t.Tree, masked: tuple[str, ...]) -> tuple[list
             candidates += [f"{rel}/{name}" for name in _NESTED_GIT]
         elif "/.git/" not in f"/{rel}":  # inside a nested .git: its candidates cover it
             candidates.append(rel)
+    return candidates, links
+
+
+def _readonly(
+    root_fd: int, candidates: list[str], links: list[str], masked: tuple[str, ...]
+) -> tuple[list[Bind], list[str]]:
+    """Host-executed paths that exist: (binds, paths that are links). A masked
+    path, or one below a masked directory, is left out: its mask is read-only
+    already, and a second mount on the same target is refused by the engine."""
+    hidden = frozenset(masked)
+    below = tuple(p + "/" for p in masked)
+    binds: list[Bind] = []
+    found_links = list(links)
+    wanted = [*SURFACE_ROOT, *candidates]
     if _kind(root_fd, GIT) == "file":
-        candidates.append(GIT)
-    for rel in dict.fromkeys(candidates):
+        wanted.append(GIT)
+    for rel in dict.fromkeys(wanted):
         if rel in hidden or rel.startswith(below):
             continue
         kind = _kind(root_fd, rel)
         if kind == "link":
-            links.append(rel)
+            found_links.append(rel)
         elif kind is not None:
             pinned = pin(root_fd, rel)
             if pinned is not None:
                 binds.append(Bind(rel, pinned))
-    return sorted(binds), sorted(set(links))
+    return sorted(binds), sorted(set(found_links))
 
 
 def _kind(root_fd: int, rel: str) -> str | None:

@@ -19,6 +19,7 @@ from hutch.engines.base import host_name
 from hutch.errors import SetupFailed
 from hutch.gate import Expect, Gate, Pinned, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
+from hutch.guard.tree import Tree
 from hutch.plan import Layer, Masking
 
 
@@ -66,6 +67,7 @@ class Protection:
         no_mask: bool,
         state: str,
         session: str,
+        quick: bool = False,
     ) -> Protection:
         _claim(state, session, project)
         try:
@@ -77,6 +79,7 @@ class Protection:
                 no_mask=no_mask,
                 state=state,
                 session=session,
+                quick=quick,
             )
         except BaseException:
             shutil.rmtree(layer_dir(state, session), ignore_errors=True)
@@ -169,8 +172,21 @@ class Protection:
     def open_gate(self, runtime_dir: str, expects: list[Expect]) -> str:
         """Listen for the sandbox; returns the gate's path inside the runtime dir."""
         self.gate = Gate(runtime_dir)
-        self.gate.serve(lambda pid: verify(pid, expects))
+        self.gate.serve(lambda pid: self._check(pid, expects))
         return self.gate.path
+
+    def _check(self, pid: int, expects: list[Expect]) -> str | None:
+        pending = self.prepared.pending
+        if pending is not None:
+            pending.wait()
+            if pending.error is not None or pending.stale:
+                return STALE
+        return verify(pid, expects)
+
+    def stale(self) -> bool:
+        """The sandbox was held at the gate because the quick plan no longer
+        held: nothing ran, and the caller starts again from a full plan."""
+        return self.gate_failure() == STALE
 
     def close_gate(self) -> None:
         if self.gate is not None:
@@ -190,10 +206,11 @@ class Protection:
 
     def finish(self, *, surface: str, ask: Callable[[str, str], bool] | None) -> Outcome:
         p = self.prepared
+        baseline = p.baseline if p.pending is None else p.pending.wait()
         return finish(
             project=self.project,
             uid=self.uid,
-            prepared_baseline=p.baseline,
+            prepared_baseline=baseline or Tree(self.project, self.uid),
             policy=p.policy,
             mask=self.mask,
             unmask=self.unmask,
@@ -220,6 +237,7 @@ class Protection:
 
 
 OWNER = "owner.json"
+STALE = "the project changed since hutch planned this start"
 
 
 def _claim(state: str, session: str, project: str) -> None:

@@ -230,3 +230,35 @@ def test_a_new_host_executed_file_is_held_even_when_it_looks_like_a_secret(
     assert not (project / ".npmrc").exists() and not (project / "sub" / ".envrc").exists()
     held = quarantine.load(str(state), "s1")
     assert held is not None and {i.path for i in held.items} == {".npmrc", "sub/.envrc"}
+
+
+def test_a_quick_start_plans_from_the_last_walk_and_checks_it_meanwhile(project: Path, tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+
+    def start(session: str) -> guard.Prepared:
+        return guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False, state=state,
+                             session=session, quick=True)  # fmt: skip
+
+    first = start("s1")
+    assert first.pending is None and first.baseline is not None  # nothing to start from yet
+    quick = start("s2")
+    assert quick.pending is not None and quick.masked_files == (".env",)
+    assert quick.pending.wait() is not None and not quick.pending.stale
+    # A secret added since: the quick plan misses it, and the walk says so.
+    write(project / "deep" / "id_rsa", "key")
+    time.sleep(t.RACY_NS / 1e9 + 0.02)
+    missed = start("s3")
+    assert missed.pending is not None and missed.masked_files == (".env",)
+    missed.pending.wait()
+    assert missed.pending.stale
+    # The walk saved what it found: the next quick start has it.
+    assert start("s4").masked_files == (".env", "deep/id_rsa")
+
+
+def test_a_quick_start_never_plans_a_mask_onto_a_path_that_went_away(project: Path, tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False, state=state, session="s1")
+    (project / ".env").unlink()
+    again = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False, state=state,
+                          session="s2", quick=True)  # fmt: skip
+    assert again.pending is None and again.masked_files == ()
