@@ -18,7 +18,7 @@ from hutch import images, process, sessions
 from hutch.errors import SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
-from hutch.plan import build_run_plan
+from hutch.plan import build_run_plan, parse_mount
 from hutch.workspace import Workspace, check_mount_sources, check_project
 
 if TYPE_CHECKING:
@@ -101,8 +101,10 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             if attempt == 0:
                 own = bool(request.command)
                 _announce(ws, plan, masking, egress, agent, runtime=runtime, own_command=own)
+            asked = tuple(parse_mount(m, ws.project, facts.home) for m in s.mounts)
             protection.open_gate(runtime, protection.expectations(
-                target=plan.mounts[0].target, empty_file=facts.empty_file, empty_dir=facts.empty_dir))  # fmt: skip
+                target=plan.mounts[0].target, empty_file=facts.empty_file, empty_dir=facts.empty_dir,
+                user_mounts=asked))  # fmt: skip
             launched = True
             ready = protection.gate_ready
             status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready)

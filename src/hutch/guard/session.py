@@ -17,10 +17,10 @@ from collections.abc import Callable
 from hutch import gitlayer, layers, process
 from hutch.engines.base import host_name
 from hutch.errors import SetupFailed
-from hutch.gate import Expect, Gate, Pinned, verify
+from hutch.gate import Expect, Gate, Pinned, pin, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
 from hutch.guard.tree import Tree
-from hutch.plan import Layer, Masking
+from hutch.plan import Layer, Masking, Mount
 
 
 def layer_dir(state: str, session: str) -> str:
@@ -144,7 +144,12 @@ class Protection:
             files=p.masked_files, dirs=p.masked_dirs, readonly=tuple(b.rel for b in p.readonly), layers=layers
         )
 
-    def expectations(self, *, target: str, empty_file: str, empty_dir: str) -> list[Expect]:
+    def expectations(
+        self, *, target: str, empty_file: str, empty_dir: str, user_mounts: tuple[Mount, ...] = ()
+    ) -> list[Expect]:
+        """What the gate checks: the project, the .git layer, every read-only
+        path and mask, and the mounts the user asked for from inside the
+        project (a link planted there would widen them)."""
         p = self.prepared
         file_st, dir_st = os.stat(empty_file), os.stat(empty_dir)
         expects = [Expect(target, p.root.ino, p.root.dev, False, "the project")]
@@ -167,6 +172,23 @@ class Protection:
             Expect(posixpath.join(target, rel), dir_st.st_ino, dir_st.st_dev, True, "a masked directory")
             for rel in p.masked_dirs
         ]
+        inside = self.project.rstrip("/") + "/"
+        root = os.open(self.project, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for mount in user_mounts:
+                if not mount.source.startswith(inside):
+                    continue
+                pinned = pin(root, mount.source[len(inside) :])
+                if pinned is None:
+                    raise SetupFailed(
+                        f"mount {mount.source}: missing, or reached through a symlink inside the project",
+                        "mount the real directory by its own path",
+                    )
+                expects.append(
+                    Expect(mount.target, pinned.ino, pinned.dev, mount.readonly, "a mount you asked for")
+                )
+        finally:
+            os.close(root)
         return expects
 
     def open_gate(self, runtime_dir: str, expects: list[Expect]) -> str:
