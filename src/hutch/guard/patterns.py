@@ -83,8 +83,12 @@ DEFAULT_UNMASK_PATTERNS: tuple[str, ...] = (
     "*.pub",
 )
 
-# Decided by content: masked when they hold a private key (or cannot be told).
+# Decided by content: masked when they hold a private key, and a .pem also
+# when it cannot be told (no PEM block in it, or too large to read).
+# .crt and .cer without a PEM block are DER certificates.
 PEM_SUFFIXES = (".pem", ".crt", ".cer", ".cert")
+# RSA, EC, OPENSSH, ENCRYPTED, PGP ... PRIVATE KEY (BLOCK)
+_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY")
 PEM_LIMIT = 4 << 20
 # Outside vendored trees, small files with these shapes are read for key material.
 SMALL_LIMIT = 16 << 10
@@ -302,8 +306,10 @@ def sniff(lower_name: str, size: int, read: bytes | None) -> bool:
     pem = lower_name.endswith(PEM_SUFFIXES)
     if pem and size > PEM_LIMIT:
         return lower_name.endswith(".pem")  # too big to tell: a .pem counts as a key
-    if b"PRIVATE KEY-----" in read:
+    if _PRIVATE_KEY.search(read):
         return True
+    if lower_name.endswith(".pem"):
+        return bool(read) and b"-----BEGIN " not in read  # no PEM block: it cannot be told
     if lower_name.endswith(".json"):
         return (b'"private_key"' in read and b"-----BEGIN" in read) or b'"client_secret"' in read
     return False

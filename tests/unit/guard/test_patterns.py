@@ -301,9 +301,17 @@ def test_pem_files_are_decided_by_content(tmp_path: Path) -> None:
     write(tmp_path / "certs" / "server.pem", CERT + KEY)
     write(tmp_path / "certs" / "KEY.PEM", KEY)
     write(tmp_path / "certs" / "server.crt", KEY)  # a key, whatever the suffix says
-    write(tmp_path / "certs" / "empty.pem", "")
+    write(tmp_path / "certs" / "empty.pem", "")  # nothing to hide
+    write(tmp_path / "certs" / "deploy.pem", "c2VjcmV0\n")  # no PEM block: it cannot be told
+    write(tmp_path / "certs" / "der.crt", "0\x82\x03")  # .crt and .cer without a block are DER
+    write(tmp_path / "certs" / "gpg.pem", "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQ\n")
+    write(tmp_path / "certs" / "ssh.pem", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n")
+    write(tmp_path / "certs" / "enc.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMII\n")
     found = scan(tmp_path)
-    assert found.files == ("certs/KEY.PEM", "certs/server.crt", "certs/server.pem")
+    assert found.files == tuple(
+        f"certs/{n}"
+        for n in ("KEY.PEM", "deploy.pem", "enc.pem", "gpg.pem", "server.crt", "server.pem", "ssh.pem")
+    )
 
 
 def test_a_pem_too_large_to_read_counts_as_a_key(tmp_path: Path) -> None:
@@ -327,10 +335,12 @@ def test_small_files_outside_vendored_trees_are_read_for_keys(tmp_path: Path) ->
     write(tmp_path / "notes" / "deploy", KEY)  # no suffix
     write(tmp_path / "notes" / "server.txt", KEY)
     write(tmp_path / "notes" / "app.conf", "x = 1\n" + KEY)
+    write(tmp_path / "notes" / "secring", "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQ\n")
+    write(tmp_path / "notes" / "howto.txt", "Run ssh-keygen; never commit a PRIVATE KEY.\n")
     write(tmp_path / "notes" / "plain", "just text\n")
     write(tmp_path / "notes" / "script.py", KEY)  # not a shape that is read
     write(tmp_path / "node_modules" / "pkg" / "fixture", KEY)  # vendored: by name only
-    assert scan(tmp_path).files == ("notes/app.conf", "notes/deploy", "notes/server.txt")
+    assert scan(tmp_path).files == ("notes/app.conf", "notes/deploy", "notes/secring", "notes/server.txt")
 
 
 def test_a_key_past_the_small_limit_is_not_looked_for(tmp_path: Path) -> None:

