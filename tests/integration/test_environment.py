@@ -16,7 +16,8 @@ CANARY = "HUTCH_CANARY_SECRET"
 VALUE = "s3cr3t"
 # What hutch itself sets (the agent's fixed variables included); nothing else may
 # be added to the image's own environment.
-HUTCH_FIXED = {"HOME", "USER", "LOGNAME", "SHELL", "HUTCH_SESSION", "HUTCH_GATE", "IS_SANDBOX", "DISABLE_AUTOUPDATER"}
+HUTCH_FIXED = {"HOME", "USER", "LOGNAME", "SHELL", "HUTCH_SESSION", "HUTCH_GATE", "IS_SANDBOX",
+               "DISABLE_AUTOUPDATER"}  # fmt: skip
 # Allowlist mode (these tests' mode) adds the way to the egress proxy.
 PROXY = {"HUTCH_PROXY_SOCKET", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
          "NO_PROXY", "no_proxy"}  # fmt: skip

@@ -37,8 +37,8 @@ def stop(ws: Workspace, session_id: str) -> int:
 def gc(ws: Workspace) -> int:
     from hutch import stamp
 
-    _recover(ws)
     reaped = sessions.reap_stale(ws.dirs, ws.engine)
+    _recover(ws)
     hostname = host_name()
     leftovers = [
         c.name

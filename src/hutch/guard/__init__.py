@@ -239,7 +239,8 @@ def prepare(
         summary = Summary.load(os.path.join(os.path.dirname(path), SUMMARY)) if quick else None
         pending: Pending | None = None
         tree: t.Tree | None = None
-        if summary is not None and _current(summary, project, uid, key, moment) and _still_there(root_fd, summary):
+        usable = summary is not None and _current(summary, project, uid, key, moment)
+        if summary is not None and usable and _still_there(root_fd, summary):
             pending = Pending(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
                               baseline=baseline, summary=summary)  # fmt: skip
         else:

@@ -232,7 +232,7 @@ def test_a_new_host_executed_file_is_held_even_when_it_looks_like_a_secret(
     assert held is not None and {i.path for i in held.items} == {".npmrc", "sub/.envrc"}
 
 
-def test_a_quick_start_plans_from_the_last_walk_and_checks_it_meanwhile(project: Path, tmp_path: Path) -> None:
+def test_a_quick_start_plans_from_the_last_walk_and_checks_it(project: Path, tmp_path: Path) -> None:
     state = str(tmp_path / "state")
 
     def start(session: str) -> guard.Prepared:
