@@ -76,10 +76,31 @@ def project_dir(state: str, project: str) -> str:
     return os.path.join(state, "projects", key)
 
 
-def policy_key(mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool) -> str:
+def hooks_dir(project: str) -> tuple[str, ...]:
+    """The project repository's core.hooksPath, relative to the project, when
+    it lies inside it: git on the host runs what is there."""
+    from hutch.gitconfig import value
+
+    configured = value(os.path.join(project, GIT, "config"), "core", "hookspath")
+    if not configured:
+        return ()
+    if configured.startswith("~"):
+        configured = os.path.expanduser(configured)
+    # Relative hook paths are taken from where hooks run: the worktree root.
+    rel = os.path.relpath(os.path.normpath(os.path.join(project, configured)), project)
+    if rel in (".", "..") or rel.startswith("../") or os.path.isabs(rel):
+        return ()
+    return (rel,)
+
+
+def policy_key(
+    mask: tuple[str, ...], unmask: tuple[str, ...], no_mask: bool, extra: tuple[str, ...] = ()
+) -> str:
     material = json.dumps(
         [
             t.VERSION,
+            patterns.CONTENT_RULES,
+            extra,
             mask,
             unmask,
             no_mask,
@@ -181,19 +202,19 @@ class Pending:
     engine starts the container; the start gate waits for it."""
 
     def __init__(self, *, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str,
-                 baseline: str, summary: Summary) -> None:  # fmt: skip
+                 baseline: str, summary: Summary, extra: tuple[str, ...]) -> None:  # fmt: skip
         self.tree: t.Tree | None = None
         self.stale = False  # the launch was planned from what no longer holds
         self.error: BaseException | None = None
-        self._args = (project, uid, key, policy, path, blobs, baseline, summary)
+        self._args = (project, uid, key, policy, path, blobs, baseline, summary, extra)
         self._thread = threading.Thread(target=self._run, name="hutch-walk", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        project, uid, key, policy, path, blobs, baseline, summary = self._args
+        project, uid, key, policy, path, blobs, baseline, summary, extra = self._args
         try:
             tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
-                         now=time.time(), old=_load(path, project, uid, key))  # fmt: skip
+                         now=time.time(), old=_load(path, project, uid, key), extra=extra)  # fmt: skip
             _link_baseline(path, baseline, tree)
             self.stale = not Summary.of(tree).plans_like(summary)
             self.tree = tree
@@ -228,7 +249,8 @@ def prepare(
     the start gate holds the sandbox until it says the plan still holds.
     Raises OSError when the project cannot be read, Unstable when it keeps
     changing under the walk."""
-    key = policy_key(mask, unmask, no_mask)
+    extra = hooks_dir(project)
+    key = policy_key(mask, unmask, no_mask, extra)
     policy = _policy(mask, unmask, no_mask)
     path = _tree_path(state, project)
     blobs = blobs_dir(state, project)
@@ -242,15 +264,15 @@ def prepare(
         usable = summary is not None and _current(summary, project, uid, key, moment)
         if summary is not None and usable and _still_there(root_fd, summary):
             pending = Pending(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
-                              baseline=baseline, summary=summary)  # fmt: skip
+                              baseline=baseline, summary=summary, extra=extra)  # fmt: skip
         else:
             tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs, now=moment,
-                         old=_load(path, project, uid, key), root_fd=root_fd)  # fmt: skip
+                         old=_load(path, project, uid, key), root_fd=root_fd, extra=extra)  # fmt: skip
             _link_baseline(path, baseline, tree)
             summary = Summary.of(tree)
         root_st = os.fstat(root_fd)
         masked = (*summary.masked_files, *summary.masked_dirs)
-        readonly, links = _readonly(root_fd, summary.candidates, summary.links, masked)
+        readonly, links = _readonly(root_fd, [*extra, *summary.candidates], summary.links, masked)
         git = _git_layer(root_fd, project)
     finally:
         os.close(root_fd)
@@ -307,13 +329,13 @@ def _still_there(root_fd: int, summary: Summary) -> bool:
 
 
 def _walk(*, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str, now: float,
-          old: t.Tree | None, root_fd: int | None = None) -> t.Tree:  # fmt: skip
+          old: t.Tree | None, root_fd: int | None = None, extra: tuple[str, ...] = ()) -> t.Tree:  # fmt: skip
     """A full walk when there is no tree of this policy or the daily one is due,
     else a walk of what changed; saved when it changed anything."""
     own = root_fd is None
     fd = _open_root(project) if root_fd is None else root_fd
     try:
-        walker = t.Walker(fd, uid, policy, blobs)
+        walker = t.Walker(fd, uid, policy, blobs, extra)
         for attempt in range(WALK_ATTEMPTS):
             try:
                 if old is None or now - old.full_at > t.FULL_PASS_EVERY:
@@ -468,7 +490,7 @@ def finish(
                 found.append(report.Change("git", f"{GIT}/{decision.rel}", decision.reason, decision.change))
     root_fd = _open_root(project)
     try:
-        walker = t.Walker(root_fd, uid, _policy(mask, unmask, no_mask), blobs)
+        walker = t.Walker(root_fd, uid, _policy(mask, unmask, no_mask), blobs, hooks_dir(project))
         tree, pairs = walker.refresh(prepared_baseline)
         found += report.changes(pairs)
         for change in found:

@@ -57,6 +57,11 @@ DEFAULT_MASK_PATTERNS: tuple[str, ...] = (
     ".vault_pass",
     ".vault-pass",
     ".vault_password",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    "*/.cargo/credentials",
+    "*/.cargo/credentials.toml",
+    "*.ppk",
     # Docker client config holds registry `auths`; kubeconfig holds cluster
     # credentials. Only the files: those directories also hold ordinary files.
     ".docker/config.json",
@@ -109,6 +114,10 @@ PLAIN_JSON = frozenset(
         "angular.json",
     }
 )
+
+# Changed with the content rules below (sniff_limit, sniff): a walk kept from
+# older rules is not reused.
+CONTENT_RULES = 2
 
 _WILDCARDS = frozenset("*?[")
 

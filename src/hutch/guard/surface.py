@@ -135,14 +135,16 @@ class Context:
 
     __slots__ = ("_rel", "all_kind", "git_dir", "node_bin", "root", "vendored")
 
-    def __init__(self, rel: str) -> None:
+    def __init__(self, rel: str, extra: tuple[str, ...] = ()) -> None:
+        """``extra``: more surface directories for this project (the project's
+        own core.hooksPath when it lies inside it)."""
         parts = rel.split("/") if rel else []
         self.root = not parts
         self.vendored = not VENDORED.isdisjoint(parts)
         self.all_kind: SurfaceKind | None = None
         self.git_dir = False  # directly inside a nested repository's .git
         self.node_bin = len(parts) >= 2 and parts[-1] == ".bin" and parts[-2] == "node_modules"
-        if parts and parts[0] in _ROOT_SET:
+        if parts and parts[0] in _ROOT_SET or any(rel == e or rel.startswith(e + "/") for e in extra):
             self.all_kind = "surface"
         elif ".git" in parts:
             at = len(parts) - 1 - parts[::-1].index(".git")

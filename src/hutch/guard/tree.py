@@ -197,8 +197,11 @@ class Walker:
     """Walks (a part of) a project under one secret policy, reusing what an
     earlier tree knew about unchanged files (content checks and hashes)."""
 
-    def __init__(self, root_fd: int, uid: int, policy: patterns.Policy, blobs: str | None) -> None:
+    def __init__(
+        self, root_fd: int, uid: int, policy: patterns.Policy, blobs: str | None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.root_fd = root_fd
+        self.extra = extra  # more surface directories (surface.Context)
         self.uid = uid
         self.policy = policy
         self.blobs = blobs
@@ -277,7 +280,7 @@ class Walker:
         racy = st.st_ctime_ns >= self.started_ns - RACY_NS
         tree.dirs[rel] = Dir(st.st_ino, 0 if racy else st.st_ctime_ns, facts)
         prefix = rel + "/" if rel else ""
-        context = Context(rel)
+        context = Context(rel, self.extra)
         vendored = context.vendored
         in_git = context.git_dir or ".git" in rel.split("/")
         sniffing = self.policy.sniffing
@@ -586,7 +589,7 @@ class Walker:
             ):
                 continue
             path = f"{rel}/{name}" if rel else name
-            context = Context(rel)
+            context = Context(rel, self.extra)
             lname = name.lower()
             regular = stat.S_ISREG(fst.st_mode)
             masked = regular and self.policy.file(lname, path.lower())

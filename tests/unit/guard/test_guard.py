@@ -262,3 +262,16 @@ def test_a_quick_start_never_plans_a_mask_onto_a_path_that_went_away(project: Pa
     again = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False, state=state,
                           session="s2", quick=True)  # fmt: skip
     assert again.pending is None and again.masked_files == ()
+
+
+def test_the_projects_own_hooks_path_is_host_executed(project: Path, tmp_path: Path) -> None:
+    write(project / ".git" / "HEAD", "ref: refs/heads/main\n")
+    write(project / ".git" / "config", "[core]\n\thooksPath = .githooks\n")
+    write(project / ".githooks" / "pre-commit", "#!/bin/sh\n", 0o755)
+    time.sleep(t.RACY_NS / 1e9 + 0.02)
+    prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
+                             state=str(tmp_path / "s"), session="s0")  # fmt: skip
+    assert ".githooks" in [b.rel for b in prepared.readonly]
+    outcome = run(project, tmp_path / "state", "s1", lambda: write(project / ".githooks" / "post-checkout", "x"))
+    assert ("surface", ".githooks/post-checkout") in {(c.kind, c.path) for c in outcome.changes}
+    assert not (project / ".githooks" / "post-checkout").exists()

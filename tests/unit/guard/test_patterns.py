@@ -57,6 +57,7 @@ DEFAULT_FILE_EXAMPLES = {
     ".vault_pass": ".vault_pass",
     ".vault-pass": ".vault-pass",
     ".vault_password": ".vault_password",
+    "*.ppk": "server.ppk",
 }
 # Root-relative patterns: an example path for each.
 DEFAULT_PATH_EXAMPLES = {
@@ -64,6 +65,10 @@ DEFAULT_PATH_EXAMPLES = {
     "*/.docker/config.json": "deploy/.docker/config.json",
     ".kube/config": ".kube/config",
     "*/.kube/config": "ops/.kube/config",
+    ".cargo/credentials": ".cargo/credentials",
+    ".cargo/credentials.toml": ".cargo/credentials.toml",
+    "*/.cargo/credentials": "tools/.cargo/credentials",
+    "*/.cargo/credentials.toml": "tools/.cargo/credentials.toml",
 }
 DEFAULT_DIR_EXAMPLES = (".aws", ".ssh", ".gnupg")
 
