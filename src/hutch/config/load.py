@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
-from hutch.paths import read_bytes
+from hutch.paths import NotRegular, read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -47,9 +47,13 @@ def _label(path: str) -> str:
 
 def parse_file(path: str, origin: str) -> Layer:
     try:
-        raw = read_bytes(path)
+        raw = read_regular(path)
     except FileNotFoundError:
         return Layer(origin, {})
+    except NotRegular as err:
+        raise ConfigError(
+            f"{path} is not a regular file", "replace it with a TOML file, or remove it"
+        ) from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
     import tomllib  # only when a config file exists
