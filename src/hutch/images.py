@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from hutch import process
 from hutch.errors import BuildFailed, ConfigError, EngineUnavailable
 from hutch.image.recipe import Recipe, render
-from hutch.paths import CONFIG_NAME, ancestors, read_bytes, touch_in
+from hutch.paths import CONFIG_NAME, ancestors, read_regular, touch_in
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,7 +55,7 @@ def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
     found: list[tuple[str, bytes]] = []
     for path in _ca_paths(ws):
         try:
-            content = read_bytes(path)
+            content = read_regular(path)
         except OSError as err:
             raise ConfigError(
                 f"[image] ca_certificates: cannot read {path}: {err.strerror}",
@@ -139,6 +139,11 @@ def ensure_image(
     image gone rebuilds, see hutch.commands.run.launch); with ask, the engine
     is asked every time.
     """
+    from hutch import trust
+
+    # Whatever builds an image honours the project file's trust: [image] and
+    # [agents.*] run code at build time.
+    trust.check(ws.dirs, ws.project, ws.settings.merged)
     marker = _marker(ws, recipe)
     if not force and not no_cache:
         if os.path.exists(marker) and not ask:

@@ -15,7 +15,7 @@ def config_trust(ws: Workspace) -> int:
     from hutch import trust
 
     path = trust.trust(ws.dirs, ws.project)
-    asks = trust.widening(ws.settings.merged.values, ws.project)
+    asks = trust.widening(ws.settings.merged)
     ws.say(f"trusted {path} as it is now" + (f" ({'; '.join(asks)})" if asks else ""))
     return 0
 

@@ -44,7 +44,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
 
     agent = ws.agent(request.agent)
     check_project(ws, force=request.force)
-    trust.check(ws.dirs, ws.project, ws.settings.merged.origins)
+    trust.check(ws.dirs, ws.project, ws.settings.merged)
     check_mount_sources(ws)
     recipe = images.recipe_for(ws, agent)
     attached = sys.stdin.isatty() and sys.stdout.isatty()
