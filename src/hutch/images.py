@@ -152,7 +152,7 @@ def ensure_image(
             touch_in(marker)
             return False
     build(ws.engine, recipe, log_dir=os.path.join(ws.dirs.state, "builds"), no_cache=no_cache,
-          quiet=ws.quiet)  # fmt: skip
+          quiet=ws.quiet, proxy=ws.settings.build_proxy)  # fmt: skip
     touch_in(marker)
     return True
 
@@ -184,8 +184,10 @@ def build(
     no_cache: bool = False,
     quiet: bool = False,
     out: Callable[[str], None] | None = None,
+    proxy: bool = False,
 ) -> None:
-    """Build recipe.tag; raise BuildFailed naming the failed step, with the log tail."""
+    """Build recipe.tag; raise BuildFailed naming the failed step, with the log tail.
+    The host's proxy variables reach the build only with proxy."""
     import re
     import tempfile
     from collections import deque
@@ -210,6 +212,7 @@ def build(
             labels={"io.hutch.recipe": recipe.digest},
             no_cache=no_cache,
             buildkit=buildkit,
+            proxy=proxy,
         )
 
         def on_line(line: str) -> None:
@@ -222,7 +225,7 @@ def build(
             if not quiet:
                 emit(f"hutch: {line}" if is_step else f"  {line}")
 
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in command.unset}
         env.update(command.env)
         try:
             status = process.stream(command.argv, on_line, env=env)

@@ -3,8 +3,12 @@ cloned repository's hutch.toml widens nothing. Each guarantee with its control."
 
 from __future__ import annotations
 
+import json
 import os
+import socketserver
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,75 @@ def test_a_config_file_that_is_a_fifo_exits_3_without_waiting(hutch: Hutch, proj
     user_config.unlink()
     user_config.write_text("version = 1\n")
     assert hutch.run("-q", "exec", "--", "true", cwd=project, timeout=60).returncode == 0
+
+
+# -- 2. image builds get the host's proxy variables only when the user says so ----------
+
+
+class _Recorder(socketserver.ThreadingTCPServer):
+    """A stand-in proxy that writes down what reaches it and refuses it all."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("0.0.0.0", 0), _RecordRequest)
+        self.seen: list[str] = []
+
+
+class _RecordRequest(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        assert isinstance(self.server, _Recorder)
+        head = []
+        for line in self.rfile:
+            if not line.strip():
+                break
+            head.append(line.decode("latin-1").strip())
+        self.server.seen.append(" | ".join(head))
+        self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@pytest.fixture
+def recorder() -> Iterator[_Recorder]:
+    server = _Recorder()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_builds_get_the_hosts_proxy_only_when_the_user_says_so(
+    engine: Engine, hutch: Hutch, project: Path, recorder: _Recorder
+) -> None:
+    from .test_egress import host_seen_from_inside
+
+    proxy = f"http://builduser:{CANARY}@{host_seen_from_inside(engine)}:{recorder.server_address[1]}"
+    env = hutch.env(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, https_proxy=proxy)
+    if not engine.podman:  # Docker's client adds the proxies of its config.json itself
+        docker_config = hutch.home / ".docker" / "config.json"
+        docker_config.parent.mkdir(parents=True, exist_ok=True)
+        docker_config.write_text(json.dumps({"proxies": {"default": {"httpsProxy": proxy}}}))
+        hutch.own(docker_config.parent)
+    # A custom agent whose install step (pip, from PyPI) is the only step that
+    # runs: a command name of its own keeps that layer out of the build cache.
+    user_config = hutch.config / "hutch" / "config.toml"
+    user_config.parent.mkdir(parents=True, exist_ok=True)
+
+    def build(build_proxy: str) -> subprocess.CompletedProcess[str]:
+        command = f"probe{os.urandom(4).hex()}"
+        user_config.write_text(f'[image]\n{build_proxy}\n[agents.probe]\ninstall = "pip"\n'
+                               f'package = "six"\nversion = "1.16.0"\ncommand = "{command}"\n')  # fmt: skip
+        hutch.own(user_config.parent)
+        return hutch.run("build", "probe", cwd=project, env=env, timeout=600)
+
+    kept_out = build("")
+    assert kept_out.returncode == 0, kept_out.stderr[-2000:]
+    assert recorder.seen == []
+    # Control: with the user's yes the same build goes through the host's proxy,
+    # credentials and all (the stand-in refuses it, so the build fails).
+    passed = build("build_proxy = true")
+    assert passed.returncode == 5, passed.stderr[-2000:]
+    assert recorder.seen and "pypi.org" in recorder.seen[0], recorder.seen
+    assert any("Proxy-Authorization: Basic" in seen for seen in recorder.seen), recorder.seen

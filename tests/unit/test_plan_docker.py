@@ -238,3 +238,20 @@ def test_passwd_entries() -> None:
 )  # fmt: skip
 def test_sandbox_user_name(name: str, uid: int, expected: str) -> None:
     assert sandbox_user_name(name, uid) == expected
+
+
+@pytest.mark.parametrize("buildkit", [False, True])
+def test_build_command_keeps_host_proxies_out_unless_asked(buildkit: bool) -> None:
+    from hutch.engines.base import PROXY_VARIABLES
+
+    cmd = Docker().build_command("hutch-claude:abc", "/ctx", labels={"io.hutch.recipe": "d"},
+                                 no_cache=False, buildkit=buildkit)  # fmt: skip
+    # Every proxy name, by name only: with the name unset in the client's
+    # environment Docker passes nothing, not even its config.json's proxies.
+    named = [cmd.argv[i + 1] for i, a in enumerate(cmd.argv) if a == "--build-arg"]
+    assert named == list(PROXY_VARIABLES)
+    assert cmd.unset == PROXY_VARIABLES
+    assert cmd.argv[-1] == "/ctx" and not any("=" in n for n in named)
+    asked = Docker().build_command("hutch-claude:abc", "/ctx", labels={}, no_cache=False,
+                                   buildkit=buildkit, proxy=True)  # fmt: skip
+    assert asked.unset == () and asked.argv.count("--build-arg") == len(PROXY_VARIABLES)

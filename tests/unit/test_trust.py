@@ -14,7 +14,7 @@ from hutch.paths import Dirs
 
 
 def dirs(tmp_path: Path) -> Dirs:
-    return Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s", "k")))
+    return Dirs(*(str(tmp_path / sub) for sub in ("c", "d", "s")))
 
 
 def setup(tmp_path: Path, project_text: str, user_text: str = "") -> tuple[Dirs, Path]:
