@@ -142,6 +142,8 @@ def test_custom_agent_from_config(hutch: Hutch, project: Path, built: Built) -> 
     # and must take everything up to the agent layer from the cache.
     name = f"cow-{secrets.token_hex(3)}"
     (project / "hutch.toml").write_text(COW.format(name=name))
+    # A custom agent's install runs code at build time: the file needs trust.
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
     tag = ""
     try:
         started = time.monotonic()

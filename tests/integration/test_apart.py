@@ -146,3 +146,61 @@ def test_builds_get_the_hosts_proxy_only_when_the_user_says_so(
     assert passed.returncode == 5, passed.stderr[-2000:]
     assert recorder.seen and "pypi.org" in recorder.seen[0], recorder.seen
     assert any("Proxy-Authorization: Basic" in seen for seen in recorder.seen), recorder.seen
+
+
+# -- 2. a repository's hutch.toml narrows; anything else needs the user's trust ----------
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_an_allow_entry_written_by_the_agent_needs_trust(
+    hutch: Hutch, project: Path, recorder: _Recorder
+) -> None:
+    entry = f"127.0.0.1:{recorder.server_address[1]}"  # the host's loopback, by IP literal
+    probe = f"NO_PROXY= no_proxy= curl -s -m 10 -x http://127.0.0.1:3128 http://{entry}/from-inside"
+    # The agent writes a hutch.toml into the project: new content nobody trusted.
+    wrote = hutch.run("-q", "exec", "--", "sh", "-c",
+                      f"printf '[network]\\nallow = [\"{entry}\"]\\n' > hutch.toml", cwd=project)  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    refused = hutch.run("-q", "exec", "--", "sh", "-c", probe, cwd=project)
+    assert refused.returncode == 3, refused.stderr
+    assert f"[network] allow {entry}" in refused.stderr and "hutch config trust" in refused.stderr
+    assert recorder.seen == []
+    # Control: once the user has read and trusted that exact file, the entry works.
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
+    trusted = hutch.run("-q", "exec", "--", "sh", "-c", probe, cwd=project)
+    assert trusted.returncode == 0, trusted.stderr
+    assert any("/from-inside" in seen for seen in recorder.seen), recorder.seen
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_image_contents_from_an_untrusted_project_are_not_built(hutch: Hutch, project: Path) -> None:
+    # A base that does not exist: the build, once it runs, fails at FROM (exit 5).
+    (project / "hutch.toml").write_text('[image]\nbase = "hutch-test-no-such-base:1"\n')
+    hutch.own(project / "hutch.toml")
+    refused = hutch.run("build", cwd=project)
+    assert refused.returncode == 3, refused.stderr
+    assert '[image] base "hutch-test-no-such-base:1"' in refused.stderr
+    assert "building" not in refused.stderr
+    # Control: trusted, the same file does reach the engine's builder.
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
+    built = hutch.run("build", cwd=project)
+    assert built.returncode == 5, built.stderr
+    assert "hutch-test-no-such-base" in built.stderr
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_a_project_mask_adds_to_the_users_own(hutch: Hutch, project: Path) -> None:
+    user_config = hutch.config / "hutch" / "config.toml"
+    user_config.parent.mkdir(parents=True, exist_ok=True)
+    user_config.write_text('[secrets]\nmask = ["*.mine"]\n')
+    (project / "a.mine").write_text(CANARY + "-mine")
+    (project / "b.theirs").write_text(CANARY + "-theirs")
+    # Untrusted, and meant to replace the user's list: it only adds to it.
+    (project / "hutch.toml").write_text('[secrets]\nmask = ["*.theirs"]\n')
+    hutch.own(project, user_config.parent)
+    script = "cat a.mine b.theirs; echo end"
+    control = sh(hutch, project, script, "--no-mask")
+    assert CANARY + "-mine" in control.stdout and CANARY + "-theirs" in control.stdout
+    masked = sh(hutch, project, script)
+    assert masked.returncode == 0, masked.stderr
+    assert CANARY not in masked.stdout and masked.stdout.strip() == "end"
