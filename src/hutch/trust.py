@@ -155,7 +155,7 @@ def widening(merged: Merged) -> list[str]:
 
 
 def _record(dirs: Dirs, project: str) -> str:
-    key = hashlib.sha256(project.encode()).hexdigest()[:32]
+    key = hashlib.sha256(os.fsencode(project)).hexdigest()[:32]
     return os.path.join(dirs.state, "trusted", key)
 
 

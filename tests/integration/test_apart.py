@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Engine, Hutch
+from .support import Built, Engine, Hutch
 
 pytestmark = [pytest.mark.integration]
 
@@ -204,3 +204,20 @@ def test_a_project_mask_adds_to_the_users_own(hutch: Hutch, project: Path) -> No
     masked = sh(hutch, project, script)
     assert masked.returncode == 0, masked.stderr
     assert CANARY not in masked.stdout and masked.stdout.strip() == "end"
+
+
+# -- 6. any project path gives a valid container name ---------------------------------
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_a_project_named_in_any_script_starts(engine: Engine, hutch: Hutch, built: Built) -> None:
+    project = hutch.root / ("prøject 日本 " + "ü" * 80)
+    project.mkdir()
+    hutch.own(project)
+    result = hutch.run("-q", "exec", "--network", "none", "--", "pwd", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{project}\n"
+    # Control: the name the slug used to keep (letters of any script) is one
+    # the engine refuses, as it refused the whole launch (exit 125).
+    refused = engine.cli("create", "--name", "hutch-prøject-日本-1a2b3c4d", built.tag, "true")
+    assert refused.returncode != 0 and "name" in refused.stderr.lower(), refused.stderr
