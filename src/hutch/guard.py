@@ -24,6 +24,9 @@ class Guard(NamedTuple):
     warnings: tuple[str, ...]
     unprotected_links: tuple[str, ...]
     hardlinks: tuple[str, ...]
+    # Masked paths that git tracks: their committed content is in .git, which
+    # the sandbox reads (`git show HEAD:.env`).
+    tracked: tuple[str, ...] = ()
 
 
 def _names(paths: tuple[str, ...]) -> str:
@@ -68,7 +71,31 @@ def prepare(
         tuple(warnings),
         surface.symlinks,
         hardlinks,
+        tracked_by_git(project, files + dirs),
     )
+
+
+def tracked_by_git(project: str, paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of paths (relative to project) git tracks, files below a directory
+    included. Asked only when there is something masked and a .git; one
+    `git ls-files` limited to those paths. Without git, or when git cannot say
+    (no repository, another user's), nothing is reported."""
+    if not paths or not os.path.lexists(os.path.join(project, ".git")):
+        return ()
+    from hutch import process
+
+    # Literal pathspecs: a masked name may start with ':' or hold '*'. No
+    # fsmonitor: a repository's config must not run a command on the host.
+    argv = ["git", "-C", project, "--no-pager", "--literal-pathspecs", "-c", "core.fsmonitor=false",
+            "ls-files", "-z", "--cached", "--", *paths]  # fmt: skip
+    try:
+        result = process.capture(argv, timeout=20)
+    except (FileNotFoundError, process.Timeout):
+        return ()
+    if not result.ok:
+        return ()
+    listed = [name for name in result.stdout.split("\0") if name]
+    return tuple(p for p in paths if any(n == p or n.startswith(p + "/") for n in listed))
 
 
 def after(project: str, uid: int, guard: Guard) -> tuple[Change, ...]:

@@ -221,3 +221,27 @@ def test_a_project_named_in_any_script_starts(engine: Engine, hutch: Hutch, buil
     # the engine refuses, as it refused the whole launch (exit 125).
     refused = engine.cli("create", "--name", "hutch-prøject-日本-1a2b3c4d", built.tag, "true")
     assert refused.returncode != 0 and "name" in refused.stderr.lower(), refused.stderr
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_the_launch_line_names_masked_files_that_git_history_still_holds(
+    hutch: Hutch, project: Path
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "safe.directory=*", "-c", "user.name=t", "-c", "user.email=t@e",
+                        *args], cwd=project, check=True, capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    (project / ".env").write_text(CANARY + "-committed")
+    (project / ".env.local").write_text(CANARY + "-untracked")
+    git("add", ".env")
+    git("commit", "-q", "-m", "oops")
+    hutch.own(project)
+    script = "cat .env .env.local; git show HEAD:.env; git show HEAD:.env.local 2>/dev/null; echo end"
+    result = hutch.run("exec", "--network", "none", "--", "sh", "-c", script, cwd=project)
+    assert result.returncode == 0, result.stderr
+    # What the line says is so: the file reads empty, its committed content does not...
+    assert result.stdout == CANARY + "-committedend\n"
+    assert "2 secret files masked (tracked by git, so readable in its history: .env)" in result.stderr
+    # ...and the masked file git does not track is neither named nor readable (the control).
+    assert ".env.local" not in result.stderr.split("masked", 1)[1].split("\n")[0]

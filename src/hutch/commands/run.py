@@ -98,7 +98,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             # A fresh agent home: the agent will ask to log in.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
-        summary = describe(plan, checks.masking, allow_count)
+        summary = describe(plan, checks.masking, allow_count, checks.tracked)
         gap = ws.engine.limits_gap(plan)
         if gap is not None:
             summary += f" | {gap.summary}"
@@ -116,7 +116,9 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     return status
 
 
-def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
+def describe(
+    plan: RunPlan, masking: Masking, allow_count: int, tracked: tuple[str, ...] = ()
+) -> str:
     """The one line that says what the sandbox holds, before it starts."""
     project = plan.mounts[0]
     network = {
@@ -128,6 +130,9 @@ def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
     parts.append(f"network {network}")
     masked = len(masking.files) + len(masking.dirs)
     parts.append(f"{masked} secret file{'s' if masked != 1 else ''} masked")
+    if tracked:
+        shown = ", ".join(tracked[:3]) + (f" and {len(tracked) - 3} more" if len(tracked) > 3 else "")
+        parts[-1] += f" (tracked by git, so readable in its history: {shown})"
     return " | ".join(parts)
 
 
