@@ -11,6 +11,7 @@ import os
 import time
 from typing import NamedTuple
 
+from hutch.paths import write_private
 from hutch.plan import Masking
 from hutch.secrets.scan import scan
 from hutch.secrets.surface import Change, Snapshot, diff, protected_present, snapshot
@@ -115,9 +116,7 @@ def write_record(
     changes: tuple[Change, ...],
     status: int,
 ) -> str:
-    directory = audit_dir(state)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{session}.json")
+    path = os.path.join(audit_dir(state), f"{session}.json")
     record = {
         "session": session,
         "project": project,
@@ -130,6 +129,5 @@ def write_record(
         "hardlinks": list(guard.hardlinks),
         "changes": [{"kind": c.kind, "path": c.path, "detail": c.detail} for c in changes],
     }
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    write_private(path, json.dumps(record) + "\n")
     return path

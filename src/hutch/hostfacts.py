@@ -31,7 +31,7 @@ def _write_if_changed(path: str, content: str) -> None:
             return
     except (OSError, ValueError):
         pass
-    replace_text(path, content, mode=0o644)
+    replace_text(path, content)  # 0600: the sandbox reads it as the same user
 
 
 def host_facts(ws: Workspace, agent: AgentDef, *, runtime_dir: str | None = None) -> HostFacts:

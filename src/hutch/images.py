@@ -176,6 +176,10 @@ def write_context(recipe: Recipe, directory: str) -> None:
         os.chmod(path, item.mode)
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def build(
     engine: Engine,
     recipe: Recipe,
@@ -195,7 +199,7 @@ def build(
     step_line = re.compile(STEP)
     emit = out or (lambda line: print(line, file=sys.stderr, flush=True))
     buildkit = engine.has_buildkit()
-    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
     log_path = os.path.join(log_dir, f"{recipe.tag.replace(':', '-').replace('/', '-')}.log")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     step = ""
@@ -204,7 +208,7 @@ def build(
         builder = "BuildKit" if buildkit else "classic builder"
         emit(f"hutch: building {recipe.tag} ({recipe.agent} {recipe.agent_version}, {builder})")
     with tempfile.TemporaryDirectory(prefix="hutch-build-") as context, \
-            open(log_path, "w", encoding="utf-8") as log:  # fmt: skip
+            open(log_path, "w", encoding="utf-8", opener=_private) as log:  # fmt: skip
         write_context(recipe, context)
         command = engine.build_command(
             recipe.tag,

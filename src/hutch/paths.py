@@ -178,21 +178,22 @@ def read_text(path: str) -> str:
 
 
 def replace_text(
-    path: str, text: str, *, mode: int | None = None, dir_mode: int = 0o777, errors: str = "strict"
+    path: str, text: str, *, mode: int = 0o600, dir_mode: int = 0o700, errors: str = "strict"
 ) -> None:
     """Write path whole, through a temporary file beside it: a reader (another
     hutch, another thread) sees the old content or the new, never a torn file.
-    Missing directories above it are made with dir_mode; mode, when given, is
-    the file's. The temporary file is removed when the write fails."""
+    Missing directories above it are made with dir_mode; the file gets mode
+    (hutch's own files are the user's alone). The temporary file is removed
+    when the write fails."""
     import threading
 
     os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # unique per process and thread
     try:
-        with open(tmp, "w", encoding="utf-8", errors=errors) as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as handle:
             handle.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)  # whatever the umask took off
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -200,6 +201,14 @@ def replace_text(
         except OSError:
             pass
         raise
+
+
+def write_private(path: str, text: str) -> None:
+    """Create or overwrite one of hutch's own files: 0600, in 0700 directories."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def touch(path: str, mode: int = 0o666) -> None:
@@ -211,6 +220,6 @@ def touch(path: str, mode: int = 0o666) -> None:
 
 
 def touch_in(path: str) -> None:
-    """touch, creating the missing directories above path first."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    touch(path)
+    """touch for hutch's own markers: 0600, the missing directories above it 0700."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    touch(path, mode=0o600)

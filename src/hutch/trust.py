@@ -187,5 +187,5 @@ def trust(dirs: Dirs, project: str) -> str:
     layer = parse_file(path, "project")  # a file that does not load is not trusted
     if not layer.digest:
         raise ConfigError(f"{path} does not exist: nothing to trust")
-    replace_text(_record(dirs, project), layer.digest + "\n", mode=0o600, dir_mode=0o700)
+    replace_text(_record(dirs, project), layer.digest + "\n")
     return path

@@ -77,8 +77,9 @@ class Engine:
     user_home: Path | None = None
     binary: str = str(HUTCH)
     env: dict[str, str] = field(default_factory=dict)  # for hutch and the client alike
-    # Where hutch keeps a session's host files (egress socket, env file).
-    runtime_base: Path = Path("/tmp")
+    # Where hutch keeps a session's host files (egress socket, env file): its
+    # XDG_RUNTIME_DIR, or (None) the run directory in its state directory.
+    runtime_base: Path | None = None
 
     @property
     def podman(self) -> bool:
@@ -214,6 +215,11 @@ class Hutch:
     @property
     def cache(self) -> Path:
         return self.root / "xdg" / "cache"
+
+    @property
+    def runtime_base(self) -> Path:
+        """Where this hutch makes its sessions' runtime directories."""
+        return self.engine.runtime_base or self.state / "hutch" / "run"
 
     def make_dirs(self) -> None:
         for path in (self.home, self.data, self.state, self.config, self.cache):

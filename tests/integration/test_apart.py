@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Built, Engine, Hutch
+from .support import Built, Engine, Hutch, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -245,3 +245,108 @@ def test_the_launch_line_names_masked_files_that_git_history_still_holds(
     assert "2 secret files masked (tracked by git, so readable in its history: .env)" in result.stderr
     # ...and the masked file git does not track is neither named nor readable (the control).
     assert ".env.local" not in result.stderr.split("masked", 1)[1].split("\n")[0]
+
+
+# -- 5. another local user and hutch's own files ----------------------------------------
+
+
+def as_other(*argv: str) -> subprocess.CompletedProcess[str]:
+    """argv as another local user (uid/gid OTHER_UID), who is no member of our groups."""
+    return subprocess.run(["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups",
+                           "--", *argv], capture_output=True, text=True, check=False)  # fmt: skip
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_records_are_unreadable_to_other_users_and_old_installs_are_fixed(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
+    state = hutch.state / "hutch"
+    # An install from before: the state directory 0755 and a record 0644 in it.
+    old = state / "audit" / "00000000.json"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text('{"project": "' + CANARY + '"}')
+    for path in (state, old.parent):
+        path.chmod(0o755)
+    old.chmod(0o644)
+    hutch.own(state)
+    # Control: as it was, another local user reads it.
+    assert as_other("cat", str(old)).stdout == old.read_text()
+    result = sh(hutch, project, "true")
+    assert result.returncode == 0, result.stderr
+    denied = as_other("cat", str(old))
+    assert denied.returncode != 0 and CANARY not in denied.stdout
+    assert _mode(state) == _mode(hutch.data / "hutch") == 0o700
+    records = [p for p in state.rglob("*") if p.is_file()]
+    assert len(records) >= 3  # the old record, this session's audit record, the pins
+    assert {_mode(p) for p in records} == {0o600}, {str(p): oct(_mode(p)) for p in records}
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_runtime_dir_is_private_and_its_long_socket_path_works(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
+    script = "curl -s -o /dev/null -w '%{http_code}' -x http://127.0.0.1:3128 http://denied.example/"
+    proc = hutch.popen("-q", "exec", "--", "sh", "-c", f"{script}; sleep 30", cwd=project)
+    try:
+        found = wait_for(lambda: engine.project_containers(project), 60, "the session container")
+        assert isinstance(found, list) and len(found) == 1
+        session = found[0]["Config"]["Labels"]["io.hutch.session"]
+        runtime = hutch.runtime_base / f"hutch-{engine.uid}-{session}"
+        wait_for(lambda: (runtime / "egress" / "egress.sock").exists(), 60, "the proxy socket")
+        assert _mode(runtime) == 0o700 and _mode(runtime.parent) == 0o700
+        if engine.runtime_base is None:  # in the state directory: a path too long to bind directly
+            assert len(str(runtime / "egress" / "egress.sock")) > 107
+        wait_for(lambda: "403" in proc.stdout, 60, "the proxy's answer")  # the proxy serves
+    finally:
+        proc.terminate()
+    assert not runtime.exists()
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_removing_a_runtime_dir_follows_no_link_the_sandbox_planted(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
+    victim = hutch.root / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text(CANARY)
+    hutch.own(victim)
+    planted = sh(hutch, project, f"ln -s {victim} /run/hutch/escape && ls -l /run/hutch/escape; "
+                 "echo $HUTCH_SESSION")  # fmt: skip
+    assert planted.returncode == 0 and str(victim) in planted.stdout, planted.stderr
+    assert (victim / "keep").read_text() == CANARY
+    session = planted.stdout.split()[-1]
+    runtime = hutch.runtime_base / f"hutch-{engine.uid}-{session}"
+    assert not runtime.exists() and not runtime.is_symlink()  # it went, the link with it
+    # Control: a removal that follows the link empties the victim.
+    mock = hutch.root / "mock-runtime"
+    mock.mkdir()
+    (mock / "escape").symlink_to(victim)
+    subprocess.run(["rm", "-rf", f"{mock}/escape/"], check=True)
+    assert not (victim / "keep").exists()
+
+
+def test_gc_leaves_what_another_user_planted_alone(hutch: Hutch, project: Path) -> None:
+    victim = hutch.root / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text(CANARY)
+    shared = hutch.root / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    # Another user plants, where older hutch versions made runtime dirs, a
+    # directory named as ours holding a link to the victim.
+    planted = shared / f"hutch-{os.getuid()}-deadbeef"
+    made = as_other("sh", "-c", f"mkdir {planted} && ln -s {victim} {planted}/escape")
+    assert made.returncode == 0, made.stderr
+    # Our own stale runtime dir (a killed session's), with the same link inside.
+    stale = hutch.runtime_base / f"hutch-{os.getuid()}-cafe1234"
+    stale.mkdir(parents=True)
+    (stale / "escape").symlink_to(victim)
+    result = hutch.run("gc", cwd=project, env=hutch.env(TMPDIR=str(shared)))
+    assert result.returncode == 0, result.stderr
+    assert str(stale) in result.stderr and not stale.exists()  # the control: gc does sweep
+    assert planted.is_dir() and (planted / "escape").is_symlink()
+    assert (victim / "keep").read_text() == CANARY

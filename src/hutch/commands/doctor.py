@@ -75,14 +75,19 @@ def _setup_checks(ws: Workspace) -> list[Check]:
         else:
             names = ", ".join(n for n, _ in certs) or "none"
             checks.append(Check("ok", f"host CA certificates trusted in the image: {names}"))
+    from hutch.private import is_private_dir
+
     for label, path in (("data", ws.dirs.data), ("state", ws.dirs.state)):
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
             writable = os.access(path, os.W_OK)
         except OSError:
             writable = False
         checks.append(Check("ok" if writable else "fail", f"{label} directory {path} writable",
                             f"fix permissions on {path}"))  # fmt: skip
+        if writable and not is_private_dir(path):
+            checks.append(Check("fail", f"{label} directory {path} is not yours alone (mode 0700)",
+                                f"chmod 700 {path}"))  # fmt: skip
     return checks
 
 

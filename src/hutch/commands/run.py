@@ -19,6 +19,7 @@ from hutch.errors import SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan
+from hutch.private import make_runtime_dir
 from hutch.workspace import Workspace, check_mount_sources, check_project
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)
     for warning in checks.warnings:
         ws.warn(warning)
-    runtime = sessions.make_runtime_dir(session_id)
+    runtime = make_runtime_dir(ws.dirs, session_id)
     egress = None
     launched = False
     status = 1
