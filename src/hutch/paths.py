@@ -46,9 +46,6 @@ class Dirs(NamedTuple):
     def user_config(self) -> str:
         return os.path.join(self.config, "config.toml")
 
-    def agent_home(self, agent: str) -> str:
-        return os.path.join(self.data, "homes", agent)
-
     def sessions(self) -> str:
         return os.path.join(self.state, "sessions")
 

@@ -181,3 +181,25 @@ def test_config_show_names_each_values_origin(
     assert shown["sandbox.pids"].endswith(f"99  # project config {project / 'hutch.toml'}")
     assert shown["network.mode"].endswith('"allowlist"  # default')
     assert shown["engine"].endswith('"auto"  # default')
+
+
+def test_exec_uses_the_projects_own_home_and_gc_removes_those_of_vanished_projects(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    other = tmp_path / "other"
+    (other / ".git").mkdir(parents=True)
+    monkeypatch.chdir(other)
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    homes = [next(m.source for m in plan.mounts if m.target == "/home/hutch") for plan in fake_engine.plans]
+    assert homes[0] != homes[1]
+    index = {Path(h).parent.parent / "project" for h in homes}
+    assert sorted(p.read_text() for p in index) == sorted([f"{project}\n", f"{other}\n"])
+    (other / ".git").rmdir()
+    other.rmdir()
+    capsys.readouterr()
+    monkeypatch.chdir(project)
+    assert main(["gc"]) == 0
+    assert f"removed the agent homes of {other} (no longer there)" in capsys.readouterr().err
+    assert Path(homes[0]).is_dir() and not Path(homes[1]).exists()

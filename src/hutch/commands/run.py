@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
-from hutch import images, process, sessions
+from hutch import homes, images, process, sessions
 from hutch.errors import SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
@@ -94,9 +94,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         sessions.write_env_file(runtime, plan)
         for note in plan.notes:
             ws.say(note)
-        home = ws.dirs.agent_home(agent.name)
-        if not request.command and agent.login_hint and not os.listdir(home):
-            # A fresh agent home: the agent will ask to log in.
+        if not request.command and agent.login_hint and not homes.logged_in(ws.dirs, agent, facts.agent_home):
+            # No login yet: the agent will ask for one.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
         summary = describe(plan, checks.masking, allow_count, checks.tracked)
@@ -112,6 +111,9 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         # Best effort: what cannot be removed is left for `hutch gc`.
         shutil.rmtree(runtime, ignore_errors=True)
         if launched:
+            if ws.settings.auth != "host":
+                for notice in homes.finish(ws.dirs, ws.project, agent):
+                    ws.warn(notice)
             _report(ws, checks, agent=agent.name, session=session_id, uid=uid, status=status,
                     denied=denied)  # fmt: skip
     return status
