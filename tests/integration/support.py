@@ -216,6 +216,13 @@ class Hutch:
     def cache(self) -> Path:
         return self.root / "xdg" / "cache"
 
+    def agent_home(self, project: Path, agent: str = "claude") -> Path:
+        """The agent's home for this project, found through the homes' index."""
+        for index in (self.data / "hutch" / "projects").glob("*/project"):
+            if index.read_bytes() == os.fsencode(project) + b"\n":
+                return index.parent / "homes" / agent
+        raise AssertionError(f"no agent home for {project}")
+
     @property
     def runtime_base(self) -> Path:
         """Where this hutch makes its sessions' runtime directories."""

@@ -350,3 +350,54 @@ def test_gc_leaves_what_another_user_planted_alone(hutch: Hutch, project: Path) 
     assert str(stale) in result.stderr and not stale.exists()  # the control: gc does sweep
     assert planted.is_dir() and (planted / "escape").is_symlink()
     assert (victim / "keep").read_text() == CANARY
+
+
+# -- 1. one agent home per project; only the login is shared ----------------------------
+
+
+def _two_projects(hutch: Hutch) -> tuple[Path, Path]:
+    a, b = hutch.root / "project-a", hutch.root / "project-b"
+    for path in (a, b):
+        path.mkdir()
+        hutch.own(path)
+    return a, b
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_a_projects_home_is_its_own(hutch: Hutch) -> None:
+    a, b = _two_projects(hutch)
+    wrote = sh(hutch, a, f"mkdir -p ~/.claude/projects && echo {CANARY} > ~/.claude/projects/transcript")
+    assert wrote.returncode == 0, wrote.stderr
+    probe = "cat ~/.claude/projects/transcript 2>/dev/null; echo end"
+    # Control: a second session of the same project reads it.
+    assert sh(hutch, a, probe).stdout == f"{CANARY}\nend\n"
+    other = sh(hutch, b, probe)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout == "end\n"
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_a_planted_bashrc_runs_in_no_other_project(hutch: Hutch) -> None:
+    a, b = _two_projects(hutch)
+    planted = sh(hutch, a, f"echo 'echo PLANTED-{CANARY}' >> ~/.bashrc")
+    assert planted.returncode == 0, planted.stderr
+    probe = "bash -i -c 'echo shell' 2>/dev/null"
+    # Control: in A's next session it runs.
+    assert f"PLANTED-{CANARY}" in sh(hutch, a, probe).stdout
+    other = sh(hutch, b, probe)
+    assert other.stdout.strip() == "shell", other.stdout + other.stderr
+
+
+@pytest.mark.engines("docker", "podman-rootless")
+def test_a_login_in_one_project_serves_the_others(hutch: Hutch) -> None:
+    a, b = _two_projects(hutch)
+    token = json.dumps({"claudeAiOauth": {"accessToken": CANARY}})
+    account = json.dumps({"oauthAccount": {"emailAddress": "me@example.org"},
+                          "projects": {str(a): {"history": ["A-ONLY"]}}})  # fmt: skip
+    login = sh(hutch, a, f"mkdir -p ~/.claude && printf '%s' '{token}' > ~/.claude/.credentials.json "
+                         f"&& printf '%s' '{account}' > ~/.claude.json")  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    seen = sh(hutch, b, "cat ~/.claude/.credentials.json; echo; cat ~/.claude.json")
+    assert seen.returncode == 0, seen.stderr
+    assert CANARY in seen.stdout and "me@example.org" in seen.stdout
+    assert "A-ONLY" not in seen.stdout  # the rest of .claude.json is A's
