@@ -27,7 +27,7 @@ class Guard(NamedTuple):
     hardlinks: tuple[str, ...]
     # Masked paths that git tracks: their committed content is in .git, which
     # the sandbox reads (`git show HEAD:.env`).
-    tracked: tuple[str, ...] = ()
+    tracked: TrackedQuery | None = None
 
 
 def _names(paths: tuple[str, ...]) -> str:
@@ -54,6 +54,8 @@ def prepare(
             )
         if result.skipped:
             warnings.append(f"unreadable, so not checked for secrets: {_names(result.skipped)}")
+    # Started now: git answers while the surface is walked.
+    tracked = TrackedQuery(project, files + dirs)
     surface = protected_present(project)
     if surface.symlinks:
         warnings.append(
@@ -72,31 +74,52 @@ def prepare(
         tuple(warnings),
         surface.symlinks,
         hardlinks,
-        tracked_by_git(project, files + dirs),
+        tracked,
     )
 
 
-def tracked_by_git(project: str, paths: tuple[str, ...]) -> tuple[str, ...]:
-    """Which of paths (relative to project) git tracks, files below a directory
-    included. Asked only when there is something masked and a .git; one
-    `git ls-files` limited to those paths. Without git, or when git cannot say
-    (no repository, another user's), nothing is reported."""
-    if not paths or not os.path.lexists(os.path.join(project, ".git")):
-        return ()
-    from hutch import process
+class TrackedQuery:
+    """Which masked paths git tracks, asked in the background: one `git ls-files`
+    limited to those paths, started only when something is masked and there is
+    a .git, and waited for when the launch line needs the answer. Without git,
+    or when git cannot say (no repository, another user's), nothing is named."""
 
-    # Literal pathspecs: a masked name may start with ':' or hold '*'. No
-    # fsmonitor: a repository's config must not run a command on the host.
-    argv = ["git", "-C", project, "--no-pager", "--literal-pathspecs", "-c", "core.fsmonitor=false",
-            "ls-files", "-z", "--cached", "--", *paths]  # fmt: skip
-    try:
-        result = process.capture(argv, timeout=20)
-    except (FileNotFoundError, process.Timeout):
-        return ()
-    if not result.ok:
-        return ()
-    listed = [name for name in result.stdout.split("\0") if name]
-    return tuple(p for p in paths if any(n == p or n.startswith(p + "/") for n in listed))
+    def __init__(self, project: str, paths: tuple[str, ...]) -> None:
+        from hutch import process
+
+        self.paths = paths
+        self._pending: process.Pending | None = None
+        if not paths or not os.path.lexists(os.path.join(project, ".git")):
+            return
+        # Literal pathspecs: a masked name may start with ':' or hold '*'. No
+        # fsmonitor: a repository's config must not run a command on the host.
+        argv = ["git", "-C", project, "--no-pager", "--literal-pathspecs", "-c",
+                "core.fsmonitor=false", "ls-files", "-z", "--cached", "--", *paths]  # fmt: skip
+        try:
+            self._pending = process.start_capture(argv)
+        except OSError:
+            pass
+
+    def result(self) -> tuple[str, ...]:
+        from hutch import process
+
+        if self._pending is None:
+            return ()
+        try:
+            answer = self._pending.result(timeout=20)
+        except process.Timeout:
+            return ()
+        finally:
+            self._pending = None
+        if not answer.ok:
+            return ()
+        listed = [name for name in answer.stdout.split("\0") if name]
+        return tuple(p for p in self.paths if any(n == p or n.startswith(p + "/") for n in listed))
+
+
+def tracked_by_git(project: str, paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of paths (relative to project) git tracks, files below a directory included."""
+    return TrackedQuery(project, paths).result()
 
 
 def after(project: str, uid: int, guard: Guard) -> tuple[Change, ...]:

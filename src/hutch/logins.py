@@ -212,6 +212,7 @@ def pull(store: str, home: str, logins: Sequence[LoginFile], record: str) -> lis
     the store first, unless the store changed meanwhile. Returns what could
     not be done, one line each."""
     synced = _load_synced(record)
+    before = dict(synced)
     problems: list[str] = []
     for login in logins:
         try:
@@ -227,13 +228,15 @@ def pull(store: str, home: str, logins: Sequence[LoginFile], record: str) -> lis
             synced[login.path] = _digest(shared)
         except (OSError, ValueError, RecursionError) as err:
             problems.append(f"{login.path}: {err}")
-    _save_synced(record, synced)
+    if synced != before:
+        _save_synced(record, synced)
     return problems
 
 
 def push(store: str, home: str, logins: Sequence[LoginFile], record: str) -> list[str]:
     """After a session: what it changed of the login state goes to the store."""
     synced = _load_synced(record)
+    before = dict(synced)
     problems: list[str] = []
     for login in logins:
         try:
@@ -243,7 +246,8 @@ def push(store: str, home: str, logins: Sequence[LoginFile], record: str) -> lis
                 synced[login.path] = _digest(local)
         except (OSError, ValueError, RecursionError) as err:
             problems.append(f"{login.path}: {err}")
-    _save_synced(record, synced)
+    if synced != before:
+        _save_synced(record, synced)
     return problems
 
 

@@ -33,10 +33,10 @@ def test_tracked_masked_paths_are_found(tmp_path: Path) -> None:
 
 
 def test_no_git_asked_without_masks_or_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def spawned(*args: object, **kwargs: object) -> process.Result:
+    def spawned(*args: object, **kwargs: object) -> process.Pending:
         raise AssertionError("git was run")
 
-    monkeypatch.setattr(process, "capture", spawned)
+    monkeypatch.setattr(process, "start_capture", spawned)
     assert guard.tracked_by_git(str(tmp_path), (".env",)) == ()  # no .git
     (tmp_path / ".git").mkdir()
     assert guard.tracked_by_git(str(tmp_path), ()) == ()  # nothing masked

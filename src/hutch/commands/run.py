@@ -98,7 +98,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             # No login yet: the agent will ask for one.
             ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
         allow_count = egress.allow_count if egress is not None else 0
-        summary = describe(plan, checks.masking, allow_count, checks.tracked)
+        tracked = checks.tracked.result() if checks.tracked is not None else ()
+        summary = describe(plan, checks.masking, allow_count, tracked)
         gap = ws.engine.limits_gap(plan)
         if gap is not None:
             summary += f" | {gap.summary}"
