@@ -44,7 +44,7 @@ def _subset(project: ConfigValue, base: ConfigValue) -> str | None:
 
 def _at_most(project: ConfigValue, base: ConfigValue) -> str | None:
     assert isinstance(project, int | float) and isinstance(base, int | float)
-    return f"{project:g} (more than {base:g})" if project > base else None
+    return f"= {project:g} (more than {base:g})" if project > base else None
 
 
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -58,7 +58,7 @@ def size_bytes(text: str) -> float:
 
 def _smaller_size(project: ConfigValue, base: ConfigValue) -> str | None:
     assert isinstance(project, str) and isinstance(base, str)
-    return f'"{project}" (more than "{base}")' if size_bytes(project) > size_bytes(base) else None
+    return f'= "{project}" (more than "{base}")' if size_bytes(project) > size_bytes(base) else None
 
 
 _NETWORK_RANK = {"none": 0, "allowlist": 1, "open": 2}
@@ -66,7 +66,8 @@ _NETWORK_RANK = {"none": 0, "allowlist": 1, "open": 2}
 
 def _closer_to_none(project: ConfigValue, base: ConfigValue) -> str | None:
     assert isinstance(project, str) and isinstance(base, str)
-    return f'"{project}" (wider than "{base}")' if _NETWORK_RANK[project] > _NETWORK_RANK[base] else None
+    wider = _NETWORK_RANK[project] > _NETWORK_RANK[base]
+    return f'= "{project}" (wider than "{base}")' if wider else None
 
 
 def _any(project: ConfigValue, base: ConfigValue) -> str | None:
@@ -75,7 +76,7 @@ def _any(project: ConfigValue, base: ConfigValue) -> str | None:
 
 def _only(*allowed: str) -> Rule:
     def rule(project: ConfigValue, base: ConfigValue) -> str | None:
-        return None if project in allowed else _value(project)
+        return None if project in allowed else f"= {_value(project)}"
 
     return rule
 
@@ -145,7 +146,7 @@ def widening(merged: Merged) -> list[str]:
         if value == current:
             continue
         rule = NARROWING.get(key)
-        what = rule(value, current) if rule is not None else _value(value)
+        what = rule(value, current) if rule is not None else f"= {_value(value)}"
         if what is not None:
             asks.append(f"{_label(key)} {what}")
     for name, table in layer.agents.items():

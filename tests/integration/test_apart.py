@@ -179,7 +179,7 @@ def test_image_contents_from_an_untrusted_project_are_not_built(hutch: Hutch, pr
     hutch.own(project / "hutch.toml")
     refused = hutch.run("build", cwd=project)
     assert refused.returncode == 3, refused.stderr
-    assert '[image] base "hutch-test-no-such-base:1"' in refused.stderr
+    assert '[image] base = "hutch-test-no-such-base:1"' in refused.stderr
     assert "building" not in refused.stderr
     # Control: trusted, the same file does reach the engine's builder.
     assert hutch.run("config", "trust", cwd=project).returncode == 0

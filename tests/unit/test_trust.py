@@ -83,21 +83,21 @@ def test_narrowing_needs_no_trust(tmp_path: Path, text: str) -> None:
         ('[network]\nallow = ["127.0.0.1:8080"]', "[network] allow 127.0.0.1:8080"),
         ('[network]\nallow = ["pypi.org", "evil.example"]', "[network] allow evil.example"),
         ('[network]\nallow_private = ["db.internal"]', "[network] allow_private db.internal"),
-        ('[network]\nmode = "open"', '[network] mode "open" (wider than "allowlist")'),
-        ('[image]\nbase = "evil/base"', '[image] base "evil/base"'),
+        ('[network]\nmode = "open"', '[network] mode = "open" (wider than "allowlist")'),
+        ('[image]\nbase = "evil/base"', '[image] base = "evil/base"'),
         ('[image]\npackages = ["jq", "curl"]', "[image] packages curl"),
         ('[image]\nnpm = ["left-pad"]', "[image] npm left-pad"),
         ('[image]\npip = ["requests"]', "[image] pip requests"),
-        ('[image]\nca_certificates = ["/etc/shadow.pem"]', "[image] ca_certificates /etc/shadow.pem"),
-        ('[image]\nca_certificates = ["certs/ca.crt"]', "[image] ca_certificates certs/ca.crt"),
-        ('[sandbox]\nmemory = "64g"', '[sandbox] memory "64g" (more than "4g")'),
-        ("[sandbox]\ncpus = 3", "[sandbox] cpus 3 (more than 2)"),
-        ("[sandbox]\npids = 100000", "[sandbox] pids 100000 (more than 4096)"),
+        ('[image]\nca_certificates = ["/etc/shadow.pem"]', "[image] ca_certificates = /etc/shadow.pem"),
+        ('[image]\nca_certificates = ["certs/ca.crt"]', "[image] ca_certificates = certs/ca.crt"),
+        ('[sandbox]\nmemory = "64g"', '[sandbox] memory = "64g" (more than "4g")'),
+        ("[sandbox]\ncpus = 3", "[sandbox] cpus = 3 (more than 2)"),
+        ("[sandbox]\npids = 100000", "[sandbox] pids = 100000 (more than 4096)"),
         ('[sandbox]\nenv = ["AWS_SECRET_ACCESS_KEY"]', "[sandbox] env AWS_SECRET_ACCESS_KEY"),
         # Inside the project, yet around the masks and read-only paths.
         ('[sandbox]\nmounts = [".env:/x"]', "[sandbox] mounts .env:/x"),
-        ('[sandbox]\nauth = "host"', '[sandbox] auth "host"'),
-        ('engine = "docker"', 'engine "docker"'),
+        ('[sandbox]\nauth = "host"', '[sandbox] auth = "host"'),
+        ('engine = "docker"', 'engine = "docker"'),
         ('[secrets]\nunmask = [".env"]', "[secrets] unmask .env"),
         ('[agents.tool]\npackage = "tool"\ncommand = "tool"\nhome = [".bashrc"]',
          "[agents.tool] (installs and runs code)"),
@@ -110,7 +110,7 @@ def test_anything_else_needs_trust(tmp_path: Path, text: str, named: str) -> Non
 def test_without_a_user_config_the_defaults_are_the_limit(tmp_path: Path) -> None:
     assert asks(tmp_path, '[network]\nallow = ["api.github.com"]\n') == ["[network] allow api.github.com"]
     assert asks(tmp_path, "[sandbox]\npids = 4096\n") == []
-    assert asks(tmp_path, "[sandbox]\npids = 4097\n") == ["[sandbox] pids 4097 (more than 4096)"]
+    assert asks(tmp_path, "[sandbox]\npids = 4097\n") == ["[sandbox] pids = 4097 (more than 4096)"]
 
 
 def test_a_value_a_flag_replaced_takes_no_effect_and_needs_no_trust(tmp_path: Path) -> None:
