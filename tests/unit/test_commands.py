@@ -203,3 +203,18 @@ def test_exec_uses_the_projects_own_home_and_gc_removes_those_of_vanished_projec
     assert main(["gc"]) == 0
     assert f"removed the agent homes of {other} (no longer there)" in capsys.readouterr().err
     assert Path(homes[0]).is_dir() and not Path(homes[1]).exists()
+
+
+def test_config_init_force_replaces_a_link_and_refuses_a_fifo(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not hutch's")
+    (project / "hutch.toml").symlink_to(elsewhere)
+    assert main(["config", "init", "--force"]) == 0
+    assert elsewhere.read_text() == "not hutch's"  # not written through the link
+    assert not (project / "hutch.toml").is_symlink() and "version = 1" in (project / "hutch.toml").read_text()
+    (project / "hutch.toml").unlink()
+    os.mkfifo(project / "hutch.toml")
+    assert main(["config", "init", "--force"]) == 3  # not a wait for a reader
+    assert "is not a regular file" in capsys.readouterr().err
