@@ -218,3 +218,17 @@ def test_config_init_force_replaces_a_link_and_refuses_a_fifo(
     os.mkfifo(project / "hutch.toml")
     assert main(["config", "init", "--force"]) == 3  # not a wait for a reader
     assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_doctor_names_this_projects_homes_and_those_of_vanished_projects(
+    fake_engine: FakeEngine, project: Path, tmp_path: Path, isolated: Isolated,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    index = isolated.data / "hutch" / "projects" / "0123456789abcdef" / "project"
+    index.parent.mkdir(parents=True)
+    index.write_text(f"{tmp_path / 'gone'}\n")
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "[ok] this project's agent homes: " + str(isolated.data / "hutch" / "projects") in out
+    assert f"[warn] agent homes of 1 project(s) no longer there: {tmp_path / 'gone'}" in out
+    assert "fix: `hutch gc` removes them" in out

@@ -88,6 +88,14 @@ def _setup_checks(ws: Workspace) -> list[Check]:
         if writable and not is_private_dir(path):
             checks.append(Check("fail", f"{label} directory {path} is not yours alone (mode 0700)",
                                 f"chmod 700 {path}"))  # fmt: skip
+    from hutch import homes
+
+    checks.append(Check("ok", f"this project's agent homes: {homes.project_dir(ws.dirs, ws.project)}"))
+    gone = homes.vanished(ws.dirs)
+    if gone:
+        listed = ", ".join(g.project for g in gone[:3]) + (" and more" if len(gone) > 3 else "")
+        checks.append(Check("warn", f"agent homes of {len(gone)} project(s) no longer there: {listed}",
+                            "`hutch gc` removes them"))  # fmt: skip
     return checks
 
 
