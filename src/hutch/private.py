@@ -48,7 +48,17 @@ def _tighten(path: str, st: os.stat_result) -> None:
 
 def secure_dirs(dirs: Dirs) -> None:
     """Make the state and data directories 0700 (creating them); the first
-    time, also take group and other bits off what an older hutch left in them."""
+    time, also take group and other bits off what an older hutch left in them.
+    Best effort: where it cannot (a read-only or foreign directory), the write
+    that needs the directory fails with its own message, and `hutch doctor`
+    names a directory that is not private."""
+    try:
+        _secure(dirs)
+    except OSError:
+        pass
+
+
+def _secure(dirs: Dirs) -> None:
     for top in (dirs.state, dirs.data):
         os.makedirs(top, mode=DIR_MODE, exist_ok=True)
         _tighten(top, os.stat(top))
