@@ -31,14 +31,19 @@ def _write_if_changed(path: str, content: str) -> None:
             return
     except (OSError, ValueError):
         pass
-    replace_text(path, content, mode=0o644)
+    replace_text(path, content)  # 0600: the sandbox reads it as the same user
 
 
 def host_facts(ws: Workspace, agent: AgentDef, *, runtime_dir: str | None = None) -> HostFacts:
+    from hutch import homes
+
     identity = host_identity()
     data = ws.dirs.data
-    agent_home = ws.dirs.agent_home(agent.name)
-    os.makedirs(agent_home, mode=0o700, exist_ok=True)
+    # With auth = "host" the host's own login files are mounted over the home's.
+    prepared = homes.prepare(ws.dirs, ws.project, agent, share_login=ws.settings.auth != "host")
+    for notice in prepared.notices:
+        ws.warn(notice)
+    agent_home = prepared.home
     ident_dir = os.path.join(data, "identity")
     passwd, group = passwd_entries(identity)
     key = f"{identity.uid}-{identity.gid}-{identity.name}"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from hutch import process
 from hutch.errors import BuildFailed, ConfigError, EngineUnavailable
 from hutch.image.recipe import Recipe, render
-from hutch.paths import CONFIG_NAME, ancestors, read_bytes, touch_in
+from hutch.paths import CONFIG_NAME, ancestors, read_regular, touch_in
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,7 +55,7 @@ def ca_files(ws: Workspace) -> tuple[tuple[str, bytes], ...]:
     found: list[tuple[str, bytes]] = []
     for path in _ca_paths(ws):
         try:
-            content = read_bytes(path)
+            content = read_regular(path)
         except OSError as err:
             raise ConfigError(
                 f"[image] ca_certificates: cannot read {path}: {err.strerror}",
@@ -139,6 +139,11 @@ def ensure_image(
     image gone rebuilds, see hutch.commands.run.launch); with ask, the engine
     is asked every time.
     """
+    from hutch import trust
+
+    # Whatever builds an image honours the project file's trust: [image] and
+    # [agents.*] run code at build time.
+    trust.check(ws.dirs, ws.project, ws.settings.merged)
     marker = _marker(ws, recipe)
     if not force and not no_cache:
         if os.path.exists(marker) and not ask:
@@ -147,7 +152,7 @@ def ensure_image(
             touch_in(marker)
             return False
     build(ws.engine, recipe, log_dir=os.path.join(ws.dirs.state, "builds"), no_cache=no_cache,
-          quiet=ws.quiet)  # fmt: skip
+          quiet=ws.quiet, proxy=ws.settings.build_proxy)  # fmt: skip
     touch_in(marker)
     return True
 
@@ -171,6 +176,10 @@ def write_context(recipe: Recipe, directory: str) -> None:
         os.chmod(path, item.mode)
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 def build(
     engine: Engine,
     recipe: Recipe,
@@ -179,8 +188,10 @@ def build(
     no_cache: bool = False,
     quiet: bool = False,
     out: Callable[[str], None] | None = None,
+    proxy: bool = False,
 ) -> None:
-    """Build recipe.tag; raise BuildFailed naming the failed step, with the log tail."""
+    """Build recipe.tag; raise BuildFailed naming the failed step, with the log tail.
+    The host's proxy variables reach the build only with proxy."""
     import re
     import tempfile
     from collections import deque
@@ -188,7 +199,7 @@ def build(
     step_line = re.compile(STEP)
     emit = out or (lambda line: print(line, file=sys.stderr, flush=True))
     buildkit = engine.has_buildkit()
-    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
     log_path = os.path.join(log_dir, f"{recipe.tag.replace(':', '-').replace('/', '-')}.log")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     step = ""
@@ -197,7 +208,7 @@ def build(
         builder = "BuildKit" if buildkit else "classic builder"
         emit(f"hutch: building {recipe.tag} ({recipe.agent} {recipe.agent_version}, {builder})")
     with tempfile.TemporaryDirectory(prefix="hutch-build-") as context, \
-            open(log_path, "w", encoding="utf-8") as log:  # fmt: skip
+            open(log_path, "w", encoding="utf-8", opener=_private) as log:  # fmt: skip
         write_context(recipe, context)
         command = engine.build_command(
             recipe.tag,
@@ -205,6 +216,7 @@ def build(
             labels={"io.hutch.recipe": recipe.digest},
             no_cache=no_cache,
             buildkit=buildkit,
+            proxy=proxy,
         )
 
         def on_line(line: str) -> None:
@@ -217,7 +229,7 @@ def build(
             if not quiet:
                 emit(f"hutch: {line}" if is_step else f"  {line}")
 
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in command.unset}
         env.update(command.env)
         try:
             status = process.stream(command.argv, on_line, env=env)

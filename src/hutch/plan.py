@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from hashlib import sha256
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.agents import AgentDef
 from hutch.config import Settings
-from hutch.errors import UsageError
+from hutch.errors import SetupFailed, UsageError
 from hutch.image.recipe import HOME
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ NO_MASKING = Masking()
 
 
 def project_key(project: str) -> str:
-    return sha256(project.encode()).hexdigest()[:12]
+    return sha256(os.fsencode(project)).hexdigest()[:12]
 
 
 def passwd_entries(identity: Identity) -> tuple[str, str]:
@@ -174,6 +175,16 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def container_name(project: str, session: str) -> str:
+    """hutch-SLUG-SESSION, where SLUG is the project directory's name in what
+    every engine accepts in a name ([a-z0-9-], ASCII only: str.isalnum says yes
+    to letters of every script), at most 24 characters."""
+    base = posixpath.basename(project) or "root"
+    words = "".join(c if c.isascii() and c.isalnum() else " " for c in base.lower()).split()
+    slug = "-".join(words)[:24].strip("-") or "project"
+    return f"hutch-{slug}-{session}"
+
+
 def project_target(settings: Settings, project: str) -> str:
     return project if settings.workdir == "host" else settings.workdir
 
@@ -210,6 +221,16 @@ def build_run_plan(
     masking: Masking = NO_MASKING,
 ) -> RunPlan:
     project = host.project
+    if not project.isascii():
+        try:
+            project.encode()
+        except UnicodeEncodeError:
+            # The engines' clients pass paths on as UTF-8 text: such a name would
+            # reach them changed, and mount nothing or something else.
+            raise SetupFailed(
+                f"the project path {project!r} is not valid UTF-8: container engines cannot mount it",
+                "rename the directory (convmv converts a name's encoding)",
+            ) from None
     target = project_target(settings, project)
     rel = posixpath.relpath(host.cwd, project) if _inside(host.cwd, project) else "."
     workdir = posixpath.normpath(posixpath.join(target, rel))
@@ -281,11 +302,9 @@ def build_run_plan(
         ("io.hutch.pid", str(host.owner_pid)),
         ("io.hutch.host", host.hostname),
     )
-    base = posixpath.basename(project) or "root"
-    slug = "".join(c if c.isalnum() else "-" for c in base.lower()).strip("-")[:24] or "project"
     return RunPlan(
         image=image,
-        name=f"hutch-{slug}-{session}",
+        name=container_name(project, session),
         session=session,
         labels=labels,
         identity=host.identity,

@@ -55,6 +55,62 @@ def capture(
     return Result(tuple(argv), completed.returncode, completed.stdout, completed.stderr)
 
 
+class Pending:
+    """A command started in the background (start_capture), its stdout read
+    when result() is asked for. Spawned as the session is (posix_spawn): no
+    subprocess import on the launch path."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = tuple(argv)
+        read_fd, write_fd = os.pipe()  # both close on exec; dup2 makes a copy that does not
+        try:
+            self._pid = os.posix_spawnp(
+                self.argv[0], list(self.argv), os.environ,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                              (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)],
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )  # fmt: skip
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._fd = read_fd
+
+    def result(self, timeout: float) -> Result:
+        """Its exit status and stdout (stderr is not kept); Timeout, with the
+        command killed, when it has not finished within timeout seconds."""
+        import select
+        import time
+
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    os.kill(self._pid, signal.SIGKILL)
+                    os.waitpid(self._pid, 0)
+                    raise Timeout(f"{self.argv[0]} did not finish within {timeout}s")
+                if select.select([self._fd], [], [], left)[0]:
+                    data = os.read(self._fd, 1 << 16)
+                    if not data:
+                        break
+                    chunks.append(data)
+        finally:
+            os.close(self._fd)
+        _, status = os.waitpid(self._pid, 0)
+        out = b"".join(chunks).decode("utf-8", "surrogateescape")
+        return Result(self.argv, os.waitstatus_to_exitcode(status), out, "")
+
+
+def start_capture(argv: Sequence[str]) -> Pending:
+    """A command started now and waited for later, so that its time overlaps
+    other work. OSError (FileNotFoundError) if argv[0] cannot be run."""
+    return Pending(argv)
+
+
 def stream(
     argv: Sequence[str],
     on_line: Callable[[str], None],

@@ -3,7 +3,7 @@ reaping what a killed hutch left behind.
 
 A running session has a record (`$XDG_STATE_HOME/hutch/sessions/ID.json`,
 naming its container, its hutch process and its runtime directory) and a
-private runtime directory (the host side of /run/hutch). When the hutch that
+private runtime directory (the host side of /run/hutch, see hutch.private). When the hutch that
 owns them is gone, the next start or `hutch gc` removes both, and the sandbox.
 """
 
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from hutch import process
 from hutch.engines.base import host_name
-from hutch.paths import read_text
+from hutch.paths import read_text, write_private
+from hutch.private import is_runtime_dir, stale_runtime_dirs
 
 if TYPE_CHECKING:
     from hutch.engines.base import Engine
@@ -33,27 +34,6 @@ def new_session_id() -> str:
 # -- runtime directories -------------------------------------------------------------
 
 
-def runtime_base() -> str:
-    # Unix socket paths are limited to ~107 bytes: keep the directory short.
-    base = os.environ.get("XDG_RUNTIME_DIR", "")
-    if not base or len(base) > 60 or not os.path.isdir(base):
-        base = os.environ.get("TMPDIR", "") or "/tmp"
-        if len(base) > 60 or not os.path.isdir(base):
-            base = "/tmp"
-    return base
-
-
-def _runtime_prefix() -> str:
-    return f"hutch-{os.getuid()}-"
-
-
-def make_runtime_dir(session: str) -> str:
-    """The host side of /run/hutch: the proxy socket and the env file. Private (0700)."""
-    path = os.path.join(runtime_base(), _runtime_prefix() + session)
-    os.mkdir(path, mode=0o700)
-    return path
-
-
 def write_env_file(runtime_dir: str, plan: RunPlan) -> None:
     """Named values, shell-quoted, for the entrypoint to read (not argv, not metadata)."""
     lines = [f"{v.name}={shlex.quote(v.value)}" for v in plan.env if v.secret]
@@ -66,15 +46,13 @@ def write_env_file(runtime_dir: str, plan: RunPlan) -> None:
 
 
 def sweep_runtime_dirs(dirs: Dirs) -> list[str]:
-    """Runtime dirs of this user's sessions that no live hutch owns any more."""
+    """Runtime dirs of this user's sessions that no live hutch owns any more.
+    Only where hutch makes them, which no one else can write; removal follows
+    no link (shutil.rmtree), as the sandbox could have planted some inside."""
     live = {name[: -len(".json")] for name in _session_files(dirs)}
-    prefix = _runtime_prefix()
-    removed: list[str] = []
-    for entry in os.scandir(runtime_base()):
-        if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
-            if entry.name[len(prefix) :] not in live:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(entry.path)
+    removed = stale_runtime_dirs(dirs, live)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
     return removed
 
 
@@ -106,9 +84,7 @@ def record_session(
         "engine": engine,
         "runtime_dir": runtime_dir,
     }
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record))
+    write_private(path, json.dumps(record))
     return path
 
 
@@ -145,7 +121,7 @@ def reap_stale(dirs: Dirs, engine: Engine) -> list[str]:
         engine.remove(names)
     for path, data in stale:
         runtime = data.get("runtime_dir")
-        if isinstance(runtime, str) and os.path.basename(runtime).startswith(_runtime_prefix()):
+        if isinstance(runtime, str) and is_runtime_dir(dirs, runtime):
             shutil.rmtree(runtime, ignore_errors=True)
         remove_record(path)
     return names

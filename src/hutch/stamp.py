@@ -78,7 +78,7 @@ def write(
     from hutch.paths import replace_text  # not on the up-to-date path, which only reads
 
     try:
-        replace_text(path, "\0".join(fields), dir_mode=0o700, errors="surrogateescape")
+        replace_text(path, "\0".join(fields), errors="surrogateescape")
     except OSError:
         pass
 

@@ -50,10 +50,12 @@ def open_workspace(*, project: str | None, flags: Layer, quiet: bool) -> Workspa
     settings (user and project config, then the flags) and the engine they name."""
     from hutch.config import load_settings
     from hutch.engines import choose
+    from hutch.private import secure_dirs
 
     cwd = os.getcwd()
     root = find_project_root(cwd, project)
     dirs = Dirs.from_env()
+    secure_dirs(dirs)
     settings = load_settings(dirs, root, flags)
     return Workspace(dirs, root, cwd, settings, choose(settings.engine), quiet=quiet)
 

@@ -77,8 +77,9 @@ class Engine:
     user_home: Path | None = None
     binary: str = str(HUTCH)
     env: dict[str, str] = field(default_factory=dict)  # for hutch and the client alike
-    # Where hutch keeps a session's host files (egress socket, env file).
-    runtime_base: Path = Path("/tmp")
+    # Where hutch keeps a session's host files (egress socket, env file): its
+    # XDG_RUNTIME_DIR, or (None) the run directory in its state directory.
+    runtime_base: Path | None = None
 
     @property
     def podman(self) -> bool:
@@ -214,6 +215,18 @@ class Hutch:
     @property
     def cache(self) -> Path:
         return self.root / "xdg" / "cache"
+
+    def agent_home(self, project: Path, agent: str = "claude") -> Path:
+        """The agent's home for this project, found through the homes' index."""
+        for index in (self.data / "hutch" / "projects").glob("*/project"):
+            if index.read_bytes() == os.fsencode(project) + b"\n":
+                return index.parent / "homes" / agent
+        raise AssertionError(f"no agent home for {project}")
+
+    @property
+    def runtime_base(self) -> Path:
+        """Where this hutch makes its sessions' runtime directories."""
+        return self.engine.runtime_base or self.state / "hutch" / "run"
 
     def make_dirs(self) -> None:
         for path in (self.home, self.data, self.state, self.config, self.cache):

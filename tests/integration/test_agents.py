@@ -109,7 +109,7 @@ def test_builtin_agent_runs_headless_as_non_root_user(
     assert match, f"unexpected --version output: {result.stdout!r}"
     assert match.group(1) == pin
     # Nothing the agent wrote belongs to anyone but the host user.
-    home = user_hutch.data / "hutch" / "homes" / agent
+    home = user_hutch.agent_home(project, agent)
     for path in [home, *home.rglob("*")]:
         st = path.lstat()
         assert (st.st_uid, st.st_gid) == (host_user.uid, host_user.gid), path
@@ -142,6 +142,8 @@ def test_custom_agent_from_config(hutch: Hutch, project: Path, built: Built) -> 
     # and must take everything up to the agent layer from the cache.
     name = f"cow-{secrets.token_hex(3)}"
     (project / "hutch.toml").write_text(COW.format(name=name))
+    # A custom agent's install runs code at build time: the file needs trust.
+    assert hutch.run("config", "trust", cwd=project).returncode == 0
     tag = ""
     try:
         started = time.monotonic()

@@ -100,14 +100,15 @@ def test_runtime_dir_is_private(hutch: Hutch, project: Path) -> None:
         found = wait_for(lambda: hutch.engine.project_containers(project), 60, "the session container")
         assert isinstance(found, list) and len(found) == 1
         session = found[0]["Config"]["Labels"]["io.hutch.session"]  # type: ignore[index]
-        runtime = hutch.engine.runtime_base / f"hutch-{hutch.engine.uid}-{session}"
+        runtime = hutch.runtime_base / f"hutch-{hutch.engine.uid}-{session}"
         st = runtime.stat()
         assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == hutch.engine.uid
         assert sorted(p.name for p in runtime.iterdir()) == ["egress"]  # the proxy's socket dir
         denied = _as_other_user("ls", str(runtime))
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
-        # Control: the same user lists a directory with the usual mode beside it.
-        control = Path(tempfile.mkdtemp(dir=hutch.engine.runtime_base, prefix="hutch-claim-"))
+        # Control: the same user lists a directory with the usual mode (where it
+        # can reach one: the runtime dir's own directory is 0700 too).
+        control = Path(tempfile.mkdtemp(dir=hutch.root, prefix="hutch-claim-"))
         try:
             (control / "visible").touch()
             control.chmod(0o755)

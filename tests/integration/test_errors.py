@@ -129,6 +129,7 @@ def failed_build(docker_built: Built, it_root: Path) -> FailedBuild:
     project = hutch.root / "proj"
     project.mkdir()
     (project / "hutch.toml").write_text('version = 1\n[image]\npackages = ["no-such-package-xyz"]\n')
+    assert hutch.run("config", "trust", cwd=project).returncode == 0  # [image] extras need it
     before = _build_leftovers()
     result = hutch.run("build", cwd=project, timeout=900)
     left = _build_leftovers() - before

@@ -94,7 +94,7 @@ def test_files_created_belong_to_the_host_user(engine: Engine, hutch: Hutch, pro
         assert (st.st_uid, st.st_gid) == owner, created
     st = other.lstat()
     assert (st.st_uid, st.st_gid, other.read_text()) == (4242, 4242, "other\n")
-    home_file = (hutch.data / "hutch" / "homes" / "claude" / "home-file").lstat()
+    home_file = (hutch.agent_home(project) / "home-file").lstat()
     assert (home_file.st_uid, home_file.st_gid) == owner
 
 
@@ -158,7 +158,7 @@ def test_identity_as_unusual_non_root_user(user_hutch: Hutch, host_user: HostUse
     # hutch never chowns or chmods what was there before.
     assert _snapshot([project, mine, script, other]) == before
 
-    agent_home = user_hutch.data / "hutch" / "homes" / "claude"
+    agent_home = user_hutch.agent_home(project)
     st = agent_home.stat()
     assert (st.st_uid, st.st_gid) == (uid, gid)
     assert stat.S_IMODE(st.st_mode) & 0o077 == 0, oct(st.st_mode)

@@ -81,6 +81,7 @@ def test_changed_packages_get_their_own_image(
 ) -> None:
     assert dry_run_tag(hutch, project) == built.tag
     (project / "hutch.toml").write_text('version = 1\n[image]\npackages = ["jq"]\n')
+    assert hutch.run("config", "trust", cwd=project).returncode == 0  # [image] extras need it
     tag = dry_run_tag(hutch, project)
     assert tag.startswith("hutch-claude:")
     assert tag != built.tag

@@ -75,16 +75,15 @@ def _kill_hard(hutch: Hutch, project: Path) -> tuple[str, str]:
 
 def host_leftovers(hutch: Hutch, session: str) -> list[Path]:
     """What hutch keeps on the host only while a session runs (its runtime dir:
-    egress socket and env file; in /tmp, as the test environment sets neither
-    TMPDIR nor XDG_RUNTIME_DIR, except for rootless Podman, which needs the latter)."""
-    engine = hutch.engine
-    return sorted(engine.runtime_base.glob(f"hutch-{engine.uid}-{session}"))
+    egress socket and env file; in the state directory, as the test environment
+    sets no XDG_RUNTIME_DIR, except for rootless Podman, which needs one)."""
+    return sorted(hutch.runtime_base.glob(f"hutch-{hutch.engine.uid}-{session}"))
 
 
 @pytest.fixture
 def kill_hard(hutch: Hutch, project: Path) -> Iterator[Callable[[], tuple[str, str]]]:
     """SIGKILLs a session's hutch; removes the host leftovers afterwards, so
-    that a failing test does not leave them behind in /tmp."""
+    that a failing test does not leave them behind."""
     sessions: list[str] = []
 
     def kill() -> tuple[str, str]:

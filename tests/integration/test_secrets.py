@@ -202,6 +202,7 @@ def test_planted_link_in_a_user_mount_is_refused(hutch: Hutch, project: Path) ->
     (real / "ok.txt").write_text("data")
     (project / "hutch.toml").write_text('[sandbox]\nmounts = ["data:/data:ro"]\n')
     hutch.own(project, private)
+    assert hutch.run("config", "trust", cwd=project).returncode == 0  # any added mount needs it
     # Control: a real directory mounts.
     control = sh(hutch, project, "cat /data/ok.txt")
     assert control.stdout == "data", control.stderr

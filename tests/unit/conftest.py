@@ -82,8 +82,9 @@ class FakeEngine(Engine):
         return [sys.executable, "-c", code]
 
     def build_command(
-        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
-    ) -> BuildCommand:
+        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool,
+        proxy: bool = False,
+    ) -> BuildCommand:  # fmt: skip
         self.images.add(tag)
         return BuildCommand((sys.executable, "-c", "print('Step 1/1 : built')"), {}, buildkit)
 

@@ -181,3 +181,54 @@ def test_config_show_names_each_values_origin(
     assert shown["sandbox.pids"].endswith(f"99  # project config {project / 'hutch.toml'}")
     assert shown["network.mode"].endswith('"allowlist"  # default')
     assert shown["engine"].endswith('"auto"  # default')
+
+
+def test_exec_uses_the_projects_own_home_and_gc_removes_those_of_vanished_projects(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    other = tmp_path / "other"
+    (other / ".git").mkdir(parents=True)
+    monkeypatch.chdir(other)
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    homes = [next(m.source for m in plan.mounts if m.target == "/home/hutch") for plan in fake_engine.plans]
+    assert homes[0] != homes[1]
+    index = {Path(h).parent.parent / "project" for h in homes}
+    assert sorted(p.read_text() for p in index) == sorted([f"{project}\n", f"{other}\n"])
+    (other / ".git").rmdir()
+    other.rmdir()
+    capsys.readouterr()
+    monkeypatch.chdir(project)
+    assert main(["gc"]) == 0
+    assert f"removed the agent homes of {other} (no longer there)" in capsys.readouterr().err
+    assert Path(homes[0]).is_dir() and not Path(homes[1]).exists()
+
+
+def test_config_init_force_replaces_a_link_and_refuses_a_fifo(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not hutch's")
+    (project / "hutch.toml").symlink_to(elsewhere)
+    assert main(["config", "init", "--force"]) == 0
+    assert elsewhere.read_text() == "not hutch's"  # not written through the link
+    assert not (project / "hutch.toml").is_symlink() and "version = 1" in (project / "hutch.toml").read_text()
+    (project / "hutch.toml").unlink()
+    os.mkfifo(project / "hutch.toml")
+    assert main(["config", "init", "--force"]) == 3  # not a wait for a reader
+    assert "is not a regular file" in capsys.readouterr().err
+
+
+def test_doctor_names_this_projects_homes_and_those_of_vanished_projects(
+    fake_engine: FakeEngine, project: Path, tmp_path: Path, isolated: Isolated,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    index = isolated.data / "hutch" / "projects" / "0123456789abcdef" / "project"
+    index.parent.mkdir(parents=True)
+    index.write_text(f"{tmp_path / 'gone'}\n")
+    main(["doctor"])
+    out = capsys.readouterr().out
+    assert "[ok] this project's agent homes: " + str(isolated.data / "hutch" / "projects") in out
+    assert f"[warn] agent homes of 1 project(s) no longer there: {tmp_path / 'gone'}" in out
+    assert "fix: `hutch gc` removes them" in out

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,17 @@ def test_settings_carry_each_value_under_its_field(tmp_path: Path) -> None:
     settings = load_settings(dirs(tmp_path), str(tmp_path))
     for name, key in SCHEMA.items():
         assert getattr(settings, key.field(name)) == settings.merged.values[name], name
+
+
+@pytest.mark.parametrize("which", ["user", "project"])
+def test_a_config_that_is_a_fifo_is_an_error_not_a_hang(tmp_path: Path, which: str) -> None:
+    d = dirs(tmp_path)
+    project = tmp_path / "p"
+    project.mkdir()
+    path = Path(d.user_config) if which == "user" else project / "hutch.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as info:
+        load_settings(d, str(project))
+    assert info.value.exit_code == EXIT_CONFIG
+    assert info.value.message == f"{path} is not a regular file"

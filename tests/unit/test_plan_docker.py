@@ -238,3 +238,54 @@ def test_passwd_entries() -> None:
 )  # fmt: skip
 def test_sandbox_user_name(name: str, uid: int, expected: str) -> None:
     assert sandbox_user_name(name, uid) == expected
+
+
+@pytest.mark.parametrize("buildkit", [False, True])
+def test_build_command_keeps_host_proxies_out_unless_asked(buildkit: bool) -> None:
+    from hutch.engines.base import PROXY_VARIABLES
+
+    cmd = Docker().build_command("hutch-claude:abc", "/ctx", labels={"io.hutch.recipe": "d"},
+                                 no_cache=False, buildkit=buildkit)  # fmt: skip
+    # Every proxy name, by name only: with the name unset in the client's
+    # environment Docker passes nothing, not even its config.json's proxies.
+    named = [cmd.argv[i + 1] for i, a in enumerate(cmd.argv) if a == "--build-arg"]
+    assert named == list(PROXY_VARIABLES)
+    assert cmd.unset == PROXY_VARIABLES
+    assert cmd.argv[-1] == "/ctx" and not any("=" in n for n in named)
+    asked = Docker().build_command("hutch-claude:abc", "/ctx", labels={}, no_cache=False,
+                                   buildkit=buildkit, proxy=True)  # fmt: skip
+    assert asked.unset == () and asked.argv.count("--build-arg") == len(PROXY_VARIABLES)
+
+
+@pytest.mark.parametrize(
+    ("project", "slug"),
+    [
+        ("/src/my-app", "my-app"),
+        ("/src/prøject", "pr-ject"),
+        ("/src/日本語", "project"),
+        ("/src/  spaced  out  ", "spaced-out"),
+        ("/src/" + "a" * 300, "a" * 24),
+        ("/src/" + "a" * 23 + "-b", "a" * 23),
+        ("/src/--.--", "project"),
+        ("/src/x\udcff y", "x-y"),  # a name that is not UTF-8, as os.fsdecode gives it
+        ("/", "root"),
+    ],
+)
+def test_container_names_are_valid_for_any_project_path(project: str, slug: str) -> None:
+    import re
+
+    from hutch.plan import container_name
+
+    name = container_name(project, "1a2b3c4d")
+    assert name == f"hutch-{slug}-1a2b3c4d"
+    # What Docker and Podman accept as a container name.
+    assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", name), name
+
+
+def test_a_project_path_that_is_not_utf8_is_refused_not_mangled(tmp_path: Path) -> None:
+    from hutch.errors import SetupFailed
+
+    with pytest.raises(SetupFailed) as info:
+        plan_for(settings(tmp_path), facts("/src/x\udcff"))
+    assert info.value.exit_code == 125 and "not valid UTF-8" in info.value.message
+    assert plan_for(settings(tmp_path), facts("/src/prøject")).mounts[0].source == "/src/prøject"

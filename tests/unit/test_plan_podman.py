@@ -214,9 +214,15 @@ def test_build_command() -> None:
     cmd = Podman(host=ROOTLESS_V2).build_command(
         "hutch-claude:abc", "/ctx", labels={"io.hutch.recipe": "d1"}, no_cache=True, buildkit=False
     )
+    # The host's proxy variables stay out of the build's steps unless the user says so.
     assert cmd.argv == ("podman", "build", "--format", "docker", "--tag", "hutch-claude:abc",
-                        "--label", "io.hutch.recipe=d1", "--no-cache", "/ctx")  # fmt: skip
+                        "--http-proxy=false", "--label", "io.hutch.recipe=d1", "--no-cache",
+                        "/ctx")  # fmt: skip
     assert dict(cmd.env) == {} and cmd.buildkit is False
+    assert {"HTTPS_PROXY", "https_proxy", "ALL_PROXY"} <= set(cmd.unset)
+    asked = Podman(host=ROOTLESS_V2).build_command("t", "/ctx", labels={}, no_cache=False,
+                                                   buildkit=False, proxy=True)  # fmt: skip
+    assert "--http-proxy=false" not in asked.argv and asked.unset == ()
 
 
 def test_detect_host_here() -> None:

@@ -10,6 +10,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from hutch import process
+
 DRIVER = """\
 import os, signal, sys, threading
 from hutch.process import foreground
@@ -48,3 +52,20 @@ def test_child_that_ignores_the_signal_is_killed_after_the_grace_period() -> Non
     out, took = _drive(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], delay=0.3, grace=1)
     assert out == f"{128 + 9} 15 [15]"
     assert took < 10
+
+
+def test_start_capture_reads_stdout_and_status_later() -> None:
+    pending = process.start_capture(["sh", "-c", "printf 'a\\0b'; echo err >&2; exit 3"])
+    result = pending.result(timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "a\0b", "")
+
+
+def test_start_capture_kills_what_does_not_finish() -> None:
+    pending = process.start_capture(["sleep", "60"])
+    with pytest.raises(process.Timeout):
+        pending.result(timeout=0.2)
+
+
+def test_start_capture_of_a_missing_program() -> None:
+    with pytest.raises(FileNotFoundError):
+        process.start_capture(["hutch-no-such-program"])

@@ -11,6 +11,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
+class LoginFile(NamedTuple):
+    """A file in the agent's home that holds (part of) its login state: the
+    only thing of an agent's home that every project shares (hutch.logins)."""
+
+    path: str  # relative to the agent's home
+    # Only these entries of it are login state: top-level keys (dotted for one
+    # level down) of a JSON object, or variable names of a KEY=value file.
+    # Empty: the whole file.
+    keys: tuple[str, ...] = ()
+
+
 class AgentDef(NamedTuple):
     name: str
     title: str
@@ -33,6 +44,9 @@ class AgentDef(NamedTuple):
     # Node.js major version for an npm agent that does not run on the base's
     # own Node.js; installed with the agent, from the npm registry's `node` package.
     node: str | None = None
+    # Its login state: shared by every project's home for this agent, while
+    # everything else in a home stays with its project.
+    login: tuple[LoginFile, ...] = ()
 
 
 BUILTIN: dict[str, AgentDef] = {
@@ -44,6 +58,16 @@ BUILTIN: dict[str, AgentDef] = {
         command="claude",
         run_args=("--dangerously-skip-permissions",),
         home_paths=(".claude", ".claude.json"),
+        # The OAuth credentials, and the account part of .claude.json (the rest
+        # of it is per project: its history, trusted folders, tips).
+        login=(
+            LoginFile(".claude/.credentials.json"),
+            LoginFile(
+                ".claude.json",
+                ("oauthAccount", "primaryApiKey", "customApiKeyResponses", "userID",
+                 "hasCompletedOnboarding", "lastOnboardingVersion"),
+            ),
+        ),
         key_env=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
         # Claude Code refuses to skip its prompts as UID 0 unless told that it
         # runs in a sandbox; hutch is one (host root maps to a capability-less UID 0).
@@ -73,6 +97,7 @@ BUILTIN: dict[str, AgentDef] = {
         # A native binary behind a small launcher (engines: node >= 16).
         run_args=("--dangerously-bypass-approvals-and-sandbox",),
         home_paths=(".codex",),
+        login=(LoginFile(".codex/auth.json"),),
         key_env=("OPENAI_API_KEY", "CODEX_API_KEY"),
         allow=("api.openai.com", "auth.openai.com", "chatgpt.com"),
         # The browser login redirects to a port on localhost, which the host's
@@ -89,6 +114,13 @@ BUILTIN: dict[str, AgentDef] = {
         command="gemini",
         run_args=("--yolo",),
         home_paths=(".gemini",),
+        # Google sign-in's tokens, the account it is for, and which way of
+        # signing in was chosen (the rest of settings.json can run commands).
+        login=(
+            LoginFile(".gemini/oauth_creds.json"),
+            LoginFile(".gemini/google_accounts.json"),
+            LoginFile(".gemini/settings.json", ("security.auth", "selectedAuthType")),
+        ),
         key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
         # No browser inside: Google sign-in prints a link and asks for the code.
         fixed_env=(("NO_BROWSER", "true"),),
@@ -120,6 +152,7 @@ BUILTIN: dict[str, AgentDef] = {
             ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
         ),
         home_paths=(".local/share/opencode", ".config/opencode"),
+        login=(LoginFile(".local/share/opencode/auth.json"),),
         key_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"),
         allow=("api.anthropic.com", "api.openai.com", "openrouter.ai", "models.dev"),
         login_hint=(
@@ -135,6 +168,9 @@ BUILTIN: dict[str, AgentDef] = {
         command="aider",
         run_args=("--yes-always", "--no-check-update"),
         home_paths=(".aider",),
+        # aider loads this file as environment: only its OpenRouter login is
+        # shared, never an AIDER_* setting (some name commands to run).
+        login=(LoginFile(".aider/oauth-keys.env", ("OPENROUTER_API_KEY",)),),
         key_env=("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"),
         allow=("api.anthropic.com", "api.openai.com", "openrouter.ai"),
         login_hint="name ANTHROPIC_API_KEY, OPENAI_API_KEY or OPENROUTER_API_KEY in [sandbox] env",

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from hutch.errors import HutchError
-from hutch.paths import CONFIG_NAME, find_project_root
+from hutch.errors import ConfigError, HutchError
+from hutch.paths import CONFIG_NAME, find_project_root, replace_text
 from hutch.workspace import Workspace
 
 
@@ -15,7 +15,7 @@ def config_trust(ws: Workspace) -> int:
     from hutch import trust
 
     path = trust.trust(ws.dirs, ws.project)
-    asks = trust.widening(ws.settings.merged.values, ws.project)
+    asks = trust.widening(ws.settings.merged)
     ws.say(f"trusted {path} as it is now" + (f" ({'; '.join(asks)})" if asks else ""))
     return 0
 
@@ -79,7 +79,10 @@ def config_init(project_flag: str | None, *, quiet: bool, force: bool) -> int:
     path = Path(project) / CONFIG_NAME
     if path.exists() and not force:
         raise HutchError(f"{path} exists; leaving it as it is", "pass --force to replace it")
-    path.write_text(TEMPLATE)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} is not a regular file", "remove it, then run `hutch config init`")
+    # Replaced whole: a link there is replaced, not written through.
+    replace_text(str(path), TEMPLATE, mode=0o644)
     if not quiet:
         print(f"hutch: wrote {path}", file=sys.stderr)
     return 0

@@ -75,14 +75,27 @@ def _setup_checks(ws: Workspace) -> list[Check]:
         else:
             names = ", ".join(n for n, _ in certs) or "none"
             checks.append(Check("ok", f"host CA certificates trusted in the image: {names}"))
+    from hutch.private import is_private_dir
+
     for label, path in (("data", ws.dirs.data), ("state", ws.dirs.state)):
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
             writable = os.access(path, os.W_OK)
         except OSError:
             writable = False
         checks.append(Check("ok" if writable else "fail", f"{label} directory {path} writable",
                             f"fix permissions on {path}"))  # fmt: skip
+        if writable and not is_private_dir(path):
+            checks.append(Check("fail", f"{label} directory {path} is not yours alone (mode 0700)",
+                                f"chmod 700 {path}"))  # fmt: skip
+    from hutch import homes
+
+    checks.append(Check("ok", f"this project's agent homes: {homes.project_dir(ws.dirs, ws.project)}"))
+    gone = homes.vanished(ws.dirs)
+    if gone:
+        listed = ", ".join(g.project for g in gone[:3]) + (" and more" if len(gone) > 3 else "")
+        checks.append(Check("warn", f"agent homes of {len(gone)} project(s) no longer there: {listed}",
+                            "`hutch gc` removes them"))  # fmt: skip
     return checks
 
 

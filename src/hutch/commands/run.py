@@ -14,11 +14,12 @@ import shutil
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
-from hutch import images, process, sessions
+from hutch import homes, images, process, sessions
 from hutch.errors import SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan, parse_mount
+from hutch.private import make_runtime_dir
 from hutch.workspace import Workspace, check_mount_sources, check_project
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
 
     agent = ws.agent(request.agent)
     check_project(ws, force=request.force)
-    trust.check(ws.dirs, ws.project, ws.settings.merged.origins)
+    trust.check(ws.dirs, ws.project, ws.settings.merged)
     check_mount_sources(ws)
     recipe = images.recipe_for(ws, agent)
     attached = sys.stdin.isatty() and sys.stdout.isatty()
@@ -68,7 +69,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     protection = _protect(ws, session_id, no_mask=request.no_mask, quick=not request.dry_run)
     for warning in protection.prepared.warnings:
         ws.warn(warning)
-    runtime = sessions.make_runtime_dir(session_id)
+    runtime = make_runtime_dir(ws.dirs, session_id)
     egress = None
     launched = False
     status = 1
@@ -100,7 +101,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 return 0
             if attempt == 0:
                 own = bool(request.command)
-                _announce(ws, plan, masking, egress, agent, runtime=runtime, own_command=own)
+                _announce(ws, plan, masking, egress, agent, runtime=runtime, own_command=own,
+                          agent_home=facts.agent_home, tracked=protection.tracked())  # fmt: skip
             asked = tuple(parse_mount(m, ws.project, facts.home) for m in s.mounts)
             protection.open_gate(runtime, protection.expectations(
                 target=plan.mounts[0].target, empty_file=facts.empty_file, empty_dir=facts.empty_dir,
@@ -129,6 +131,9 @@ def execute(ws: Workspace, request: RunRequest) -> int:
         denied = egress.finish() if egress is not None else 0
         protection.close_gate()
         if launched:
+            if s.auth != "host":
+                for notice in homes.finish(ws.dirs, ws.project, agent):
+                    ws.warn(notice)
             _report(ws, protection, agent=agent.name, session=session_id, status=status, denied=denied,
                     interactive=tty)  # fmt: skip
         protection.close()
@@ -162,17 +167,16 @@ def _protect(ws: Workspace, session: str, *, no_mask: bool, quick: bool) -> Prot
 
 
 def _announce(ws: Workspace, plan: RunPlan, masking: Masking, egress: SessionEgress | None, agent: AgentDef,
-              *, runtime: str, own_command: bool) -> None:  # fmt: skip
+              *, runtime: str, own_command: bool, agent_home: str, tracked: tuple[str, ...]) -> None:  # fmt: skip
     """The env file, notes, and the one line that says what the sandbox holds."""
     sessions.write_env_file(runtime, plan)
     for note in plan.notes:
         ws.say(note)
-    home = ws.dirs.agent_home(agent.name)
-    if not own_command and agent.login_hint and not os.listdir(home):
-        # A fresh agent home: the agent will ask to log in.
+    if not own_command and agent.login_hint and not homes.logged_in(ws.dirs, agent, agent_home):
+        # No login yet: the agent will ask for one.
         ws.say(f"first run of {agent.title} in hutch: {agent.login_hint}")
     allow_count = egress.allow_count if egress is not None else 0
-    summary = describe(plan, masking, allow_count)
+    summary = describe(plan, masking, allow_count, tracked)
     gap = ws.engine.limits_gap(plan)
     if gap is not None:
         summary += f" | {gap.summary}"
@@ -218,7 +222,9 @@ def recover_killed(ws: Workspace, project: str | None = None) -> None:
             _tell(ws, outcome, session, prefix=prefix)
 
 
-def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
+def describe(
+    plan: RunPlan, masking: Masking, allow_count: int, tracked: tuple[str, ...] = ()
+) -> str:
     """The one line that says what the sandbox holds, before it starts."""
     project = plan.mounts[0]
     network = {
@@ -230,6 +236,11 @@ def describe(plan: RunPlan, masking: Masking, allow_count: int) -> str:
     parts.append(f"network {network}")
     masked = len(masking.files) + len(masking.dirs)
     parts.append(f"{masked} secret file{'s' if masked != 1 else ''} masked")
+    if tracked:
+        from hutch.guard.report import names
+
+        shown = names(tracked, shown=3)
+        parts[-1] += f" (tracked by git, so readable in its history: {shown})"
     return " | ".join(parts)
 
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from hutch import sessions
+from hutch import homes, sessions
 from hutch.commands import print_table
 from hutch.engines.base import host_name, owner_pid_alive
 from hutch.errors import HutchError
@@ -50,6 +50,10 @@ def gc(ws: Workspace) -> int:
     removed = reaped + leftovers + swept
     ws.say(f"removed {len(removed)} leftover sandbox{'es' if len(removed) != 1 else ''}"
            + (f": {', '.join(removed)}" if removed else ""))  # fmt: skip
+    # The agent homes of projects that are gone; those of projects that exist stay.
+    for gone in homes.vanished(ws.dirs):
+        shutil.rmtree(gone.directory, ignore_errors=True)
+        ws.say(f"removed the agent homes of {gone.project} (no longer there): {gone.directory}")
     # A cache: the next `hutch build` in each place writes its stamp again.
     shutil.rmtree(stamp.stamps_dir(), ignore_errors=True)
     return 0

@@ -6,7 +6,8 @@ import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.config.load import Layer, Merged, merge, parse_file
-from hutch.config.schema import SCHEMA, ConfigValue
+from hutch.config.schema import SCHEMA, USER_ONLY, ConfigValue
+from hutch.errors import ConfigError
 from hutch.paths import CONFIG_NAME, Dirs
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class Settings(NamedTuple):
     npm: tuple[str, ...]
     pip: tuple[str, ...]
     ca_certificates: str | tuple[str, ...]
+    build_proxy: bool
     update_check_days: int
     workdir: str
     env: tuple[str, ...]
@@ -52,10 +54,14 @@ def settings_from(merged: Merged) -> Settings:
 
 def config_layers(dirs: Dirs, project: str) -> list[Layer]:
     project_file = os.path.join(project, CONFIG_NAME)
-    return [
-        parse_file(dirs.user_config, f"user config {dirs.user_config}"),
-        parse_file(project_file, f"project config {project_file}"),
-    ]
+    project_layer = parse_file(project_file, f"project config {project_file}")
+    for key in sorted(USER_ONLY & set(project_layer.values)):
+        section, _, name = key.partition(".")
+        raise ConfigError(
+            f"{project_file}: [{section}] {name} is read from your own config only",
+            f"move it to {dirs.user_config} if you want it; a repository cannot set it",
+        )
+    return [parse_file(dirs.user_config, f"user config {dirs.user_config}"), project_layer]
 
 
 def load_settings(dirs: Dirs, project: str, flags: Layer | None = None) -> Settings:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hutch.config.schema import AGENT_KEYS, SCHEMA, SECTIONS, ConfigValue
 from hutch.errors import ConfigError
-from hutch.paths import read_bytes
+from hutch.paths import NotRegular, read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -15,6 +15,9 @@ SUPPORTED_VERSION = 1
 
 # Keys whose flag values add to the configured list instead of replacing it.
 ADDITIVE = frozenset({"network.allow", "sandbox.env", "sandbox.mounts"})
+# Keys whose project values add to the user's instead of replacing them: a
+# repository may mask more of its files, never fewer of the ones the user masks.
+PROJECT_ADDS = frozenset({"secrets.mask"})
 
 
 class Layer(NamedTuple):
@@ -23,6 +26,8 @@ class Layer(NamedTuple):
     origin: str
     values: Mapping[str, ConfigValue]
     agents: Mapping[str, Mapping[str, ConfigValue]] = {}
+    # sha256 of the exact bytes parsed (files only): what `hutch config trust` records.
+    digest: str = ""
 
 
 class Merged(NamedTuple):
@@ -30,6 +35,7 @@ class Merged(NamedTuple):
     origins: Mapping[str, str]
     agents: Mapping[str, Mapping[str, ConfigValue]]
     agent_origins: Mapping[str, str]
+    layers: tuple[Layer, ...] = ()
 
 
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
@@ -47,9 +53,13 @@ def _label(path: str) -> str:
 
 def parse_file(path: str, origin: str) -> Layer:
     try:
-        raw = read_bytes(path)
+        raw = read_regular(path)
     except FileNotFoundError:
         return Layer(origin, {})
+    except NotRegular as err:
+        raise ConfigError(
+            f"{path} is not a regular file", "replace it with a TOML file, or remove it"
+        ) from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
     import tomllib  # only when a config file exists
@@ -62,7 +72,10 @@ def parse_file(path: str, origin: str) -> Layer:
         raise ConfigError(
             f"{path}: invalid TOML: {err}", "fix the syntax at the line and column named"
         ) from err
-    return parse_mapping(data, str(path), origin)
+    import hashlib
+
+    layer = parse_mapping(data, str(path), origin)
+    return layer._replace(digest=hashlib.sha256(raw).hexdigest())
 
 
 def parse_mapping(data: Mapping[str, object], where: str, origin: str) -> Layer:
@@ -115,7 +128,8 @@ def _parse_agent(name: str, table: object, where: str) -> Mapping[str, ConfigVal
 
 
 def merge(layers: list[Layer]) -> Merged:
-    """Later layers win; flag layers add to the list keys in ADDITIVE."""
+    """Later layers win; flag layers add to the list keys in ADDITIVE, the
+    project layer to those in PROJECT_ADDS."""
     values: dict[str, ConfigValue] = {k: v.default for k, v in SCHEMA.items()}
     origins: dict[str, str] = dict.fromkeys(SCHEMA, "default")
     agents: dict[str, Mapping[str, ConfigValue]] = {}
@@ -123,7 +137,10 @@ def merge(layers: list[Layer]) -> Merged:
     for layer in layers:
         for key, value in layer.values.items():
             current = values[key]
-            if layer.origin.startswith("flag") and key in ADDITIVE and isinstance(current, tuple):
+            adds = (layer.origin.startswith("flag") and key in ADDITIVE) or (
+                layer.origin.startswith("project") and key in PROJECT_ADDS
+            )
+            if adds and isinstance(current, tuple):
                 assert isinstance(value, tuple)
                 values[key] = current + value
                 origins[key] = f"{origins[key]} + {layer.origin}"
@@ -133,4 +150,4 @@ def merge(layers: list[Layer]) -> Merged:
         for name, table in layer.agents.items():
             agents[name] = table
             agent_origins[name] = layer.origin
-    return Merged(values, origins, agents, agent_origins)
+    return Merged(values, origins, agents, agent_origins, tuple(layers))

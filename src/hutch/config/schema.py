@@ -93,6 +93,12 @@ def string_list(pattern: str | None = None, what: str = "entry") -> Validator:
     return check
 
 
+def boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _want(value, where, "true or false")
+    return value
+
+
 def positive_int(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _want(value, where, "a positive integer")
@@ -224,6 +230,9 @@ SCHEMA: dict[str, Key] = {
     "image.npm": Key(string_list(_NPM_PACKAGE, "npm package"), (), "extra global npm packages"),
     "image.pip": Key(string_list(_PIP_PACKAGE, "pip requirement"), (), "extra pip packages"),
     "image.ca_certificates": Key(ca_certificates, "host", "CAs trusted in the image"),
+    "image.build_proxy": Key(
+        boolean, False, "pass the host's proxy variables to image builds (user config only)"
+    ),
     "image.update_check_days": Key(
         non_negative_int, 7, "days before `hutch run` mentions newer agent releases (0: never)"
     ),
@@ -247,6 +256,9 @@ SCHEMA: dict[str, Key] = {
 }
 
 SECTIONS = ("image", "sandbox", "network", "secrets")
+
+# Keys only the user's own config may set: a project file naming one is an error.
+USER_ONLY = frozenset({"image.build_proxy"})
 
 # Custom agents: [agents.NAME] tables, validated key by key.
 AGENT_KEYS: dict[str, Validator] = {

@@ -35,6 +35,24 @@ ACCEPT_BURST = 256
 _ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+# A Unix socket's address holds at most 107 bytes of path.
+SUN_PATH_MAX = 107
+
+
+def bind_unix(sock: socket.socket, path: Path) -> None:
+    """Bind sock to path, even a path longer than an address holds: then
+    through the directory's descriptor (/proc/self/fd/N/NAME), whose name is
+    short wherever the directory is."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        sock.bind(os.fspath(path))
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
+
+
 class EgressProxy:
     """The egress proxy for one session: `start()`, then `stop()` (or use `with`)."""
 
@@ -147,7 +165,7 @@ class EgressProxy:
             path.unlink()  # stale, left by a hutch that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(os.fspath(path))
+            bind_unix(sock, path)
             # Restrict before listen(): until then every connect() is refused,
             # so nobody slips in between bind and chmod.
             os.chmod(path, self._socket_mode)

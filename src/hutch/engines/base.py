@@ -28,10 +28,19 @@ class Container(NamedTuple):
         return self.labels.get("io.hutch.session", "")
 
 
+# The proxy variables the engines know (Docker's predefined build arguments).
+PROXY_VARIABLES = tuple(
+    name
+    for upper in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY", "NO_PROXY")
+    for name in (upper, upper.lower())
+)
+
+
 class BuildCommand(NamedTuple):
     argv: tuple[str, ...]
-    env: Mapping[str, str]
+    env: Mapping[str, str]  # set in the engine client's environment
     buildkit: bool
+    unset: tuple[str, ...] = ()  # removed from the engine client's environment
 
 
 class Check(NamedTuple):
@@ -83,9 +92,18 @@ class Engine(ABC):
 
     @abstractmethod
     def build_command(
-        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self,
+        tag: str,
+        context: str,
+        *,
+        labels: Mapping[str, str],
+        no_cache: bool,
+        buildkit: bool,
+        proxy: bool = False,
     ) -> BuildCommand:
-        """The command line that builds an image from a prepared context."""
+        """The command line that builds an image from a prepared context. The
+        host's proxy variables (and any credentials in them) reach the build's
+        steps only with proxy (the user's `[image] build_proxy`)."""
 
     @abstractmethod
     def mount_args(self, mount: Mount) -> list[str]:

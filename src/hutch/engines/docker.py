@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from hutch import process
 from hutch.engines import seccomp
-from hutch.engines.base import BuildCommand, Check, Engine, bind_mount_arg, csv_field
+from hutch.engines.base import PROXY_VARIABLES, BuildCommand, Check, Engine, bind_mount_arg, csv_field
 from hutch.errors import EngineUnavailable, HutchError
 from hutch.paths import read_text
 from hutch.plan import Mount, RunPlan
@@ -17,9 +17,6 @@ from hutch.plan import Mount, RunPlan
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-# Build arguments Docker predefines for proxies; passed by name only, so a
-# corporate proxy's credentials never land in argv.
-PROXY_BUILD_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
@@ -81,7 +78,14 @@ class Docker(Engine):
         return argv
 
     def build_command(
-        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self,
+        tag: str,
+        context: str,
+        *,
+        labels: Mapping[str, str],
+        no_cache: bool,
+        buildkit: bool,
+        proxy: bool = False,
     ) -> BuildCommand:
         if buildkit:
             argv = [self.binary, "buildx", "build", "--load", "--progress=plain"]
@@ -95,10 +99,14 @@ class Docker(Engine):
             argv += ["--label", f"{key}={value}"]
         if no_cache:
             argv.append("--no-cache")
-        for name in PROXY_BUILD_ARGS:
+        # The predefined proxy arguments, by name only: a value comes from the
+        # client's environment, so a proxy's credentials never land in argv. A
+        # name missing there is passed as unset, which also keeps out the
+        # proxies of the client's config.json that Docker would add itself.
+        for name in PROXY_VARIABLES:
             argv += ["--build-arg", name]
         argv.append(context)
-        return BuildCommand(tuple(argv), env, buildkit)
+        return BuildCommand(tuple(argv), env, buildkit, () if proxy else PROXY_VARIABLES)
 
     def has_buildkit(self) -> bool:
         try:

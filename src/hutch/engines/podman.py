@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import process
 from hutch.engines import seccomp
-from hutch.engines.base import BuildCommand, Check, Engine, LimitsGap, bind_mount_arg
+from hutch.engines.base import PROXY_VARIABLES, BuildCommand, Check, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, HutchError, SetupFailed
 from hutch.plan import Mount, RunPlan
 
@@ -256,19 +256,28 @@ class Podman(Engine):
         )
 
     def build_command(
-        self, tag: str, context: str, *, labels: Mapping[str, str], no_cache: bool, buildkit: bool
+        self,
+        tag: str,
+        context: str,
+        *,
+        labels: Mapping[str, str],
+        no_cache: bool,
+        buildkit: bool,
+        proxy: bool = False,
     ) -> BuildCommand:
         # Docker image format: OCI images drop HEALTHCHECK and friends, and the
         # recipe is a Dockerfile that expects Docker semantics. Podman passes the
         # host's proxy variables to RUN steps itself (--http-proxy, default on),
-        # from its environment, never from argv.
+        # from its environment, never from argv: only when the user asks.
         argv = [self.binary, "build", "--format", "docker", "--tag", tag]
+        if not proxy:
+            argv.append("--http-proxy=false")
         for key, value in labels.items():
             argv += ["--label", f"{key}={value}"]
         if no_cache:
             argv.append("--no-cache")
         argv.append(context)
-        return BuildCommand(tuple(argv), {}, False)
+        return BuildCommand(tuple(argv), {}, False, () if proxy else PROXY_VARIABLES)
 
     def version(self) -> process.Result:
         # `podman version` has no server part unless it talks to a remote service.

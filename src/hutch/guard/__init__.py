@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from hutch import gitlayer
 from hutch.gate import Pinned, open_beneath, pin
+from hutch.paths import replace_text
 from hutch.guard import patterns, quarantine, report
 from hutch.guard import tree as t
 from hutch.guard.surface import SURFACE_ROOT
@@ -148,12 +149,7 @@ def _save(path: str, tree: t.Tree) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    replace_text(path, text, errors="surrogateescape")
 
 
 SUMMARY = "launch.json"
@@ -595,9 +591,5 @@ def write_record(
             if d.outcome != "carried" or d.reason not in ("object", "pack")
         ],
     }
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    replace_text(path, json.dumps(record) + "\n")
     return path

@@ -19,6 +19,7 @@ from hutch.engines.base import host_name
 from hutch.errors import SetupFailed
 from hutch.gate import Expect, Gate, Pinned, pin, verify
 from hutch.guard import GIT, Outcome, Prepared, finish, prepare
+from hutch.guard.tracked import TrackedQuery
 from hutch.guard.tree import Tree
 from hutch.plan import Layer, Masking, Mount
 
@@ -55,6 +56,8 @@ class Protection:
         self._git_fd: int | None = None
         self._slot: layers.WorkSlot | None = None
         self.gate: Gate | None = None
+        # Started now: git answers while the rest of the launch is planned.
+        self._tracked = TrackedQuery(project, prepared.masked_files + prepared.masked_dirs)
 
     @classmethod
     def open(
@@ -94,6 +97,10 @@ class Protection:
             unmask=unmask,
             no_mask=no_mask,
         )
+
+    def tracked(self) -> tuple[str, ...]:
+        """Masked paths that git tracks (readable inside through git's history)."""
+        return self._tracked.result()
 
     # -- the .git layer -------------------------------------------------------------
 
