@@ -166,8 +166,10 @@ def _protect(ws: Workspace, session: str, *, no_mask: bool, quick: bool) -> Prot
                           "check that the directory exists and is yours") from err  # fmt: skip
 
 
-def _announce(ws: Workspace, plan: RunPlan, masking: Masking, egress: SessionEgress | None, agent: AgentDef,
-              *, runtime: str, own_command: bool, agent_home: str, tracked: tuple[str, ...]) -> None:  # fmt: skip
+def _announce(
+    ws: Workspace, plan: RunPlan, masking: Masking, egress: SessionEgress | None, agent: AgentDef, *,
+    runtime: str, own_command: bool, agent_home: str, tracked: tuple[str, ...],
+) -> None:  # fmt: skip
     """The env file, notes, and the one line that says what the sandbox holds."""
     sessions.write_env_file(runtime, plan)
     for note in plan.notes:

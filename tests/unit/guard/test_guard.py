@@ -272,6 +272,7 @@ def test_the_projects_own_hooks_path_is_host_executed(project: Path, tmp_path: P
     prepared = guard.prepare(project=str(project), uid=UID, mask=(), unmask=(), no_mask=False,
                              state=str(tmp_path / "s"), session="s0")  # fmt: skip
     assert ".githooks" in [b.rel for b in prepared.readonly]
-    outcome = run(project, tmp_path / "state", "s1", lambda: write(project / ".githooks" / "post-checkout", "x"))
+    hook = project / ".githooks" / "post-checkout"
+    outcome = run(project, tmp_path / "state", "s1", lambda: write(hook, "x"))
     assert ("surface", ".githooks/post-checkout") in {(c.kind, c.path) for c in outcome.changes}
     assert not (project / ".githooks" / "post-checkout").exists()

@@ -1,4 +1,4 @@
-"""hutch.guard: masked files that git tracks are named in the launch line."""
+"""hutch.guard.tracked: masked files that git tracks are named in the launch line."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hutch import guard, process
+from hutch import process
 from hutch.commands.run import describe
+from hutch.guard.tracked import TrackedQuery
 from hutch.plan import Identity, Masking, Mount, RunPlan
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -29,7 +30,7 @@ def test_tracked_masked_paths_are_found(tmp_path: Path) -> None:
         path.write_text("x")
     git(tmp_path, "--literal-pathspecs", "add", "--", ".env", ":odd*", "keys/id_rsa", "plain.txt")
     masked = (".env", ".env.local", ":odd*", "keys")
-    assert guard.tracked_by_git(str(tmp_path), masked) == (".env", ":odd*", "keys")
+    assert TrackedQuery(str(tmp_path), masked).result() == (".env", ":odd*", "keys")
 
 
 def test_no_git_asked_without_masks_or_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,15 +38,15 @@ def test_no_git_asked_without_masks_or_a_repository(tmp_path: Path, monkeypatch:
         raise AssertionError("git was run")
 
     monkeypatch.setattr(process, "start_capture", spawned)
-    assert guard.tracked_by_git(str(tmp_path), (".env",)) == ()  # no .git
+    assert TrackedQuery(str(tmp_path), (".env",)).result() == ()  # no .git
     (tmp_path / ".git").mkdir()
-    assert guard.tracked_by_git(str(tmp_path), ()) == ()  # nothing masked
+    assert TrackedQuery(str(tmp_path), ()).result() == ()  # nothing masked
 
 
 def test_without_git_nothing_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".git").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    assert guard.tracked_by_git(str(tmp_path), (".env",)) == ()
+    assert TrackedQuery(str(tmp_path), (".env",)).result() == ()
 
 
 def test_the_launch_line_says_when_masked_files_are_in_git_history() -> None:
