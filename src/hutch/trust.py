@@ -100,6 +100,7 @@ NARROWING: dict[str, Rule] = {
     "sandbox.cpus": _at_most,
     "sandbox.pids": _at_most,
     "sandbox.auth": _only("isolated"),
+    "sandbox.surface": _only("ask"),  # host-executed files held until the user says yes
     "sandbox.caches": _subset,
     "network.mode": _closer_to_none,
     "network.allow": _subset,  # an IP literal or any new host is wider

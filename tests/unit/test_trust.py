@@ -63,6 +63,7 @@ unmask = [".env.test", ".env.ci"]
         "[sandbox]\ncpus = 1.5",
         "[sandbox]\npids = 100",
         '[sandbox]\nauth = "isolated"',
+        '[sandbox]\nsurface = "ask"',
         '[sandbox]\nenv = ["LANG"]',
         '[sandbox]\ncaches = ["pip"]',
         '[network]\nmode = "none"',
@@ -97,6 +98,7 @@ def test_narrowing_needs_no_trust(tmp_path: Path, text: str) -> None:
         # Inside the project, yet around the masks and read-only paths.
         ('[sandbox]\nmounts = [".env:/x"]', "[sandbox] mounts .env:/x"),
         ('[sandbox]\nauth = "host"', '[sandbox] auth = "host"'),
+        ('[sandbox]\nsurface = "report"', '[sandbox] surface = "report"'),
         ('engine = "docker"', 'engine = "docker"'),
         ('[secrets]\nunmask = [".env"]', "[secrets] unmask .env"),
         ('[agents.tool]\npackage = "tool"\ncommand = "tool"\nhome = [".bashrc"]',
