@@ -8,20 +8,15 @@ hang hutch.
 
 from __future__ import annotations
 
-import os
-import stat
+from hutch import paths
 
 
 def read_regular(path: str, limit: int) -> str | None:
     """Up to ``limit`` bytes of a regular file, decoded; None for anything else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return paths.read_regular(path, limit, follow=False).decode("utf-8", errors="surrogateescape")
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return handle.read(limit).decode("utf-8", errors="surrogateescape")
 
 
 def value(path: str, section: str, key: str) -> str | None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
 from hutch import layers
+from hutch.paths import read_regular
 
 # Small state files git writes during commits, merges and fetches: object ids
 # and messages, nothing git executes.
@@ -103,13 +104,9 @@ def host_refs(gitdir: str) -> dict[str, str]:
 
 def _read_small(path: str, limit: int = 64 << 20) -> bytes | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path, limit, follow=False)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return handle.read(limit)
 
 
 def _read_text(path: str) -> str | None:

@@ -154,17 +154,19 @@ class NotRegular(OSError):
     """A path that should hold a file holds something else (a FIFO, a device, a directory)."""
 
 
-def read_regular(path: str) -> bytes:
-    """A regular file's bytes. Anything else raises NotRegular instead of being
-    read: opening a FIFO for reading would wait for a writer forever, and the
-    open does not block here (O_NONBLOCK) whatever the path turns out to be."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def read_regular(path: str, limit: int = -1, *, follow: bool = True) -> bytes:
+    """A regular file's bytes (up to limit). Anything else raises NotRegular
+    instead of being read: opening a FIFO for reading would wait for a writer
+    forever, and the open does not block here (O_NONBLOCK) whatever the path
+    turns out to be. Not following a link (follow=False) raises OSError too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegular(f"{path} is not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+            return handle.read(limit)
     finally:
         os.close(fd)
 
