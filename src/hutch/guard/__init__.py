@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 from hutch import gitlayer
 from hutch.gate import Pinned, open_beneath, pin
-from hutch.paths import replace_text
 from hutch.guard import patterns, quarantine, report
 from hutch.guard import tree as t
 from hutch.guard.surface import SURFACE_ROOT
+from hutch.paths import replace_text
 
 GIT = ".git"
 # Walks tried before hutch gives up on a project whose directories keep

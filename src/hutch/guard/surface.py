@@ -144,7 +144,7 @@ class Context:
         self.all_kind: SurfaceKind | None = None
         self.git_dir = False  # directly inside a nested repository's .git
         self.node_bin = len(parts) >= 2 and parts[-1] == ".bin" and parts[-2] == "node_modules"
-        if parts and parts[0] in _ROOT_SET or any(rel == e or rel.startswith(e + "/") for e in extra):
+        if (parts and parts[0] in _ROOT_SET) or any(rel == e or rel.startswith(e + "/") for e in extra):
             self.all_kind = "surface"
         elif ".git" in parts:
             at = len(parts) - 1 - parts[::-1].index(".git")
