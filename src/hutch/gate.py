@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
+from hutch.private import bind_unix
+
 SOCKET_NAME = "gate.sock"
 GO = b"go\n"
 STOP = b"stop\n"
@@ -120,7 +122,7 @@ class Gate:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
-            self._sock.bind(self.path)
+            bind_unix(self._sock, self.path)
         finally:
             os.umask(old)
         self._sock.listen(1)

@@ -13,6 +13,7 @@ user could create it first, or plant one for `hutch gc` to remove.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from typing import TYPE_CHECKING
 
@@ -146,3 +147,21 @@ def stale_runtime_dirs(dirs: Dirs, live: set[str]) -> list[str]:
         and entry.is_dir(follow_symlinks=False)
         and entry.name[len(prefix) :] not in live
     ]
+
+
+# A Unix socket's path must fit in sun_path (108 bytes with its final NUL).
+SUN_PATH_MAX = 107
+
+
+def bind_unix(sock: socket.socket, path: str) -> None:
+    """Bind sock to path, even a path longer than an address holds: then
+    through the directory's descriptor (/proc/self/fd/N/NAME), whose name is
+    short wherever the directory is."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        sock.bind(path)
+        return
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
+    finally:
+        os.close(fd)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hutch import private
-from hutch.egress.listener import SUN_PATH_MAX, bind_unix
+from hutch.private import SUN_PATH_MAX, bind_unix
 from hutch.errors import SetupFailed
 from hutch.paths import Dirs, replace_text, touch_in, write_private
 
@@ -142,6 +142,6 @@ def test_a_socket_path_longer_than_an_address_holds_binds(tmp_path: Path) -> Non
     with socket.socket(socket.AF_UNIX) as plain, pytest.raises(OSError):
         plain.bind(str(path))  # the control: too long for the address
     with socket.socket(socket.AF_UNIX) as sock:
-        bind_unix(sock, path)
+        bind_unix(sock, str(path))
         sock.listen()
         assert stat.S_ISSOCK(os.lstat(path).st_mode)

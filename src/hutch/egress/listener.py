@@ -23,6 +23,7 @@ from types import TracebackType
 
 from hutch.egress.audit import AuditLog
 from hutch.egress.policy import Policy
+from hutch.private import bind_unix
 from hutch.egress.relay import MAX_BULK_FLOWS, Relay
 from hutch.errors import SetupFailed
 
@@ -33,24 +34,6 @@ STOP_TIMEOUT = 10.0
 ACCEPT_BURST = 256
 # Accept errors that mean "out of resources for now": back off instead of spinning.
 _ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-# A Unix socket's address holds at most 107 bytes of path.
-SUN_PATH_MAX = 107
-
-
-def bind_unix(sock: socket.socket, path: Path) -> None:
-    """Bind sock to path, even a path longer than an address holds: then
-    through the directory's descriptor (/proc/self/fd/N/NAME), whose name is
-    short wherever the directory is."""
-    if len(os.fsencode(path)) <= SUN_PATH_MAX:
-        sock.bind(os.fspath(path))
-        return
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        sock.bind(f"/proc/self/fd/{fd}/{path.name}")
-    finally:
-        os.close(fd)
 
 
 class EgressProxy:
@@ -165,7 +148,7 @@ class EgressProxy:
             path.unlink()  # stale, left by a hutch that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            bind_unix(sock, path)
+            bind_unix(sock, os.fspath(path))
             # Restrict before listen(): until then every connect() is refused,
             # so nobody slips in between bind and chmod.
             os.chmod(path, self._socket_mode)
