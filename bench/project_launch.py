@@ -85,6 +85,7 @@ class BenchError(Exception):
 class Sample:
     seconds: float  # wall time, perf_counter around spawn .. wait4
     maxrss_mib: float  # ru_maxrss of the process and the children it waited for
+    cpu: float  # user + system seconds of the same (steadier than wall time on a busy machine)
     started: float  # time.time() just before the spawn
     ended: float  # time.time() just after wait4 returned
     stamps: tuple[float, ...]  # times the command printed (`date +%s.%N`), if any
@@ -117,7 +118,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = RUN_
                 stamps.append(float(line))
             except ValueError:
                 continue
-    return Sample(seconds, usage.ru_maxrss / 1024, started, ended, tuple(stamps))
+    cpu = usage.ru_utime + usage.ru_stime
+    return Sample(seconds, usage.ru_maxrss / 1024, cpu, started, ended, tuple(stamps))
 
 
 def rounds(
@@ -176,6 +178,9 @@ class SizeResult:
 
     def med(self, name: str) -> float:
         return median(self.times(name))
+
+    def cpu(self, name: str) -> float:
+        return median([s.cpu for s in self.samples[name]])
 
     def ratio(self, num: str, den: str) -> float:
         return paired(self.samples[num], self.samples[den])
@@ -353,6 +358,7 @@ def lines(result: Result) -> list[Line]:
         bare = r.med("bare")
         load = f"load {median(r.loads):.1f} ({min(r.loads):.1f}-{max(r.loads):.1f})"
         spread = (f"p90 hutch {p90(r.times('hutch')):.3f}s, bare {p90(r.times('bare')):.3f}s; "
+                  f"CPU hutch {r.cpu('hutch'):.2f}s, docker client {r.cpu('bare'):.2f}s; "
                   f"{r.runs} rounds, {load}")  # fmt: skip
         ratio = r.ratio("hutch", "bare")
         limit = WARM_TARGET.get(r.name)
@@ -372,7 +378,7 @@ def lines(result: Result) -> list[Line]:
             "seed launcher (chown -R + docker run)", ratio, "<= 1.00", ratio <= 1.0,
             f"cold {r.ratio('hutch cold', 'bare cold'):.2f}x bare, seed {r.ratio('seed', 'bare cold'):.2f}x "
             f"bare ({r.med('bare cold'):.3f}s); p90 cold {p90(r.times('hutch cold')):.3f}s, "
-            f"seed {p90(r.times('seed')):.3f}s",
+            f"seed {p90(r.times('seed')):.3f}s; CPU cold {r.cpu('hutch cold'):.2f}s",
         ))  # fmt: skip
         bare_tail = r.tail("bare end")
         extra = r.after_exit_extra()
@@ -408,6 +414,7 @@ def summary(result: Result) -> dict[str, object]:
             "entries": r.entries, "path": r.path, "runs": r.runs, "masked": r.masked, "loads": r.loads,
             "warnings": r.warnings,
             "median_s": {n: r.med(n) for n in r.samples}, "p90_s": {n: p90(r.times(n)) for n in r.samples},
+            "median_cpu_s": {n: r.cpu(n) for n in r.samples},
             "after_exit_extra_s": r.after_exit_extra(), "before_start_extra_s": r.before_start_extra(),
             "after_exit_extra_vs_argv_s": r.after_exit_extra("bare hutch-argv end"),
             "before_start_extra_vs_argv_s": r.before_start_extra("bare hutch-argv end"),
@@ -424,6 +431,13 @@ def size_list(text: str) -> list[str]:
     return names
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive count")
+    return value
+
+
 def runs_for(sizes: Sequence[str], runs: int | None, quick: bool) -> dict[str, int]:
     return {s: runs or (QUICK_RUNS if quick else RUNS[s]) for s in sizes}
 
@@ -435,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"sizes {','.join(QUICK_SIZES)}, {QUICK_RUNS} rounds each")  # fmt: skip
     parser.add_argument("--sizes", type=size_list, help=f"comma-separated, of {','.join(SIZES)}")
-    parser.add_argument("--runs", type=int, help=f"rounds per size (default {RUNS})")
+    parser.add_argument("--runs", type=_positive, help=f"rounds per size (default {RUNS})")
     parser.add_argument("--fixtures", type=Path, help="fixture cache (default: see bench/fixtures.py)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
