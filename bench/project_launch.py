@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import fixtures  # noqa: E402  (sibling scripts, not a package)
-from launch_bench import HUTCH, bare_argv, isolated_env  # noqa: E402
+from launch_bench import HUTCH, bare_argv, isolated_env, proxy_stand_in  # noqa: E402
 
 SIZES = fixtures.NAMES
 RUNS = {"empty": 21, "10k": 15, "100k": 11, "400k": 7}
@@ -67,7 +66,11 @@ QUICK_RUNS = 5
 RUN_TIMEOUT = 900.0
 BUILD_TIMEOUT = 1800.0
 SEED_LAUNCH = BENCH / "seed" / "launch.sh"
-SEED_ENTRYPOINT = BENCH / "seed" / "entrypoint-bench.sh"
+SEED_ENTRYPOINT = BENCH / "seed" / "entrypoint.sh"
+SEED_SUDO = 'exec sudo -u "#$USER_UID" -g "#$USER_GID" HOME="$USER_HOME" claude "$@"\n'
+SEED_SETPRIV = (
+    'exec setpriv --reuid="$USER_UID" --regid="$USER_GID" --init-groups env HOME="$USER_HOME" "$@"\n'
+)
 
 WARM_TARGET = {"empty": 1.15, "100k": 1.3, "400k": 1.5}
 END_TARGET_S = {"100k": 0.100}
@@ -263,7 +266,7 @@ def measure_size(
     seed_home.mkdir(exist_ok=True)
     seed_env = os.environ | {
         "HOME": str(seed_home), "USER": os.environ.get("USER") or _user_name(), "PWD": str(project),
-        "SEED_IMAGE": image, "SEED_ENTRYPOINT": str(SEED_ENTRYPOINT),
+        "SEED_IMAGE": image, "SEED_ENTRYPOINT": str(root / "seed-entrypoint.sh"),
     }  # fmt: skip
 
     def cold(i: int) -> Sample:
@@ -285,6 +288,19 @@ def measure_size(
     say(f"{fixture.name}: cold phase")
     result.samples.update(rounds(cold_runs, runs, ["seed", "bare cold"], result.loads, say))
     return result
+
+
+def seed_entrypoint(path: Path) -> None:
+    """The article's entrypoint.sh but for its last line: sudo, absent from
+    hutch's image, becomes setpriv with the same user, group and HOME, and
+    `claude` the command given. Its `chown -R /workspace`, run as the project's
+    owner, changes no owner but visits every entry (one fchownat each, which
+    also sets the entry's ctime)."""
+    text = SEED_ENTRYPOINT.read_text()
+    if not text.endswith(SEED_SUDO):
+        raise BenchError(f"{SEED_ENTRYPOINT} no longer ends with the article's sudo line")
+    path.write_text(text[: -len(SEED_SUDO)] + SEED_SETPRIV)
+    path.chmod(0o755)
 
 
 XDG_SUBDIRS = {"XDG_DATA_HOME": "data", "XDG_STATE_HOME": "state", "XDG_CACHE_HOME": "cache"}
@@ -319,14 +335,9 @@ def measure(sizes: Sequence[str], runs: dict[str, int], cache: Path, say: Callab
         template.mkdir()
         for sub in XDG_SUBDIRS.values():
             shutil.copytree(warm / sub, template / sub, symlinks=True)
-        # The entrypoint in allowlist mode waits for the proxy's socket: a
-        # listener standing in for it lets the bare run with hutch's argv start.
         socket_dir = root / "sock"
-        (socket_dir / "egress").mkdir(parents=True)
-        listener = socket.socket(socket.AF_UNIX)
-        listener.bind(str(socket_dir / "egress" / "egress.sock"))
-        listener.listen()
-        (socket_dir / "egress" / "egress.sock").chmod(0o666)
+        listener = proxy_stand_in(socket_dir)
+        seed_entrypoint(root / "seed-entrypoint.sh")
         try:
             results = [measure_size(found[s], runs[s], image, root, template, socket_dir, say) for s in sizes]
         finally:

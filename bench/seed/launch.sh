@@ -7,9 +7,10 @@
 # - no -it (the bench has no terminal) and --network none (as the bare
 #   baseline; the article's default bridge network would only make the seed
 #   slower);
-# - the entrypoint is $SEED_ENTRYPOINT (entrypoint-bench.sh: the article's,
-#   with sudo, absent from hutch's image, replaced by setpriv), mounted
-#   read-only and named with --entrypoint.
+# - the entrypoint is $SEED_ENTRYPOINT (the article's entrypoint.sh with its
+#   sudo, absent from hutch's image, replaced by setpriv: see
+#   seed_entrypoint in project_launch.py), mounted read-only and named with
+#   --entrypoint.
 # Its cost in a big project is the entrypoint's `chown -R` of /workspace.
 set -xe
 IMAGE_NAME="$SEED_IMAGE"
