@@ -64,6 +64,7 @@ RUNS = {"empty": 21, "10k": 15, "100k": 11, "400k": 7}
 QUICK_SIZES = ("empty", "100k")
 QUICK_RUNS = 5
 RUN_TIMEOUT = 900.0
+ATTEMPTS = 3
 BUILD_TIMEOUT = 1800.0
 SEED_LAUNCH = BENCH / "seed" / "launch.sh"
 SEED_ENTRYPOINT = BENCH / "seed" / "entrypoint.sh"
@@ -125,31 +126,42 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = RUN_
     return Sample(seconds, usage.ru_maxrss / 1024, cpu, started, ended, tuple(stamps))
 
 
+def attempt(run: Callable[[int], Sample], i: int, failures: list[str]) -> Sample:
+    """A run, tried again after a failure (this machine is shared and at times
+    so loaded that a launch times out); each failure is kept for the report."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return run(i)
+        except BenchError as err:
+            failures.append(str(err))
+    return run(i)
+
+
 def rounds(
     runs: dict[str, Callable[[int], Sample]],
     count: int,
     warmup: Sequence[str],
-    loads: list[float],
+    into: SizeResult,
     say: Callable[[str], None],
-) -> dict[str, list[Sample]]:
+) -> None:
     """Run each once per round, rotating the order (and reversing it every
     other cycle) so that none always goes first or after the same neighbour."""
     names = list(runs)
     for name in warmup:
-        runs[name](-1)
-    samples: dict[str, list[Sample]] = {name: [] for name in names}
+        attempt(runs[name], -1, into.failures)
+    for name in names:
+        into.samples[name] = []
     for i in range(count):
-        loads.append(os.getloadavg()[0])
+        into.loads.append(os.getloadavg()[0])
         order = names[i % len(names) :] + names[: i % len(names)]
         if (i // len(names)) % 2:
             order.reverse()
         for name in order:
-            samples[name].append(runs[name](i))
+            into.samples[name].append(attempt(runs[name], i, into.failures))
         say(
-            f"  round {i + 1}/{count} (load {loads[-1]:.1f}): "
-            + ", ".join(f"{n} {samples[n][-1].seconds:.2f}s" for n in names)
+            f"  round {i + 1}/{count} (load {into.loads[-1]:.1f}): "
+            + ", ".join(f"{n} {into.samples[n][-1].seconds:.2f}s" for n in names)
         )
-    return samples
 
 
 def median(values: Sequence[float]) -> float:
@@ -173,6 +185,7 @@ class SizeResult:
     runs: int
     masked: int  # paths hutch masks in this project (from its --dry-run)
     loads: list[float] = field(default_factory=list)  # 1-minute load average at each round
+    failures: list[str] = field(default_factory=list)  # runs that failed and were tried again
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -208,6 +221,7 @@ class SizeResult:
 class Result:
     image: str
     sizes: list[SizeResult]
+    errors: dict[str, str]  # size -> why it has no result
 
 
 def _bare(project: Path, image: str, command: list[str]) -> list[str]:
@@ -257,7 +271,7 @@ def measure_size(
         "bare hutch-argv end": lambda i: timed(hutch_argv[:-1] + end_command("argv", i), env, project),
     }
     say(f"{fixture.name}: warm phase")
-    result.samples.update(rounds(warm, runs, list(warm), result.loads, say))
+    rounds(warm, runs, list(warm), result, say)
     last = subprocess.run([HUTCH, "exec", "--", "true"], env=env, cwd=project, capture_output=True,
                           text=True, timeout=RUN_TIMEOUT, check=False)  # fmt: skip
     result.warnings = [line for line in last.stderr.splitlines() if "warning" in line]
@@ -286,7 +300,7 @@ def measure_size(
         "bare cold": lambda i: timed(_bare(project, image, ["true"]), env, project),
     }
     say(f"{fixture.name}: cold phase")
-    result.samples.update(rounds(cold_runs, runs, ["seed", "bare cold"], result.loads, say))
+    rounds(cold_runs, runs, ["seed", "bare cold"], result, say)
     return result
 
 
@@ -339,10 +353,19 @@ def measure(sizes: Sequence[str], runs: dict[str, int], cache: Path, say: Callab
         listener = proxy_stand_in(socket_dir)
         seed_entrypoint(root / "seed-entrypoint.sh")
         try:
-            results = [measure_size(found[s], runs[s], image, root, template, socket_dir, say) for s in sizes]
+            results: list[SizeResult] = []
+            errors: dict[str, str] = {}
+            for size in sizes:
+                try:
+                    results.append(
+                        measure_size(found[size], runs[size], image, root, template, socket_dir, say)
+                    )
+                except BenchError as err:
+                    errors[size] = str(err)
+                    say(f"{size} failed: {err}")
         finally:
             listener.close()
-    return Result(image, results)
+    return Result(image, results, errors)
 
 
 # -- the rows ------------------------------------------------------------------------
@@ -371,6 +394,8 @@ def lines(result: Result) -> list[Line]:
         spread = (f"p90 hutch {p90(r.times('hutch')):.3f}s, bare {p90(r.times('bare')):.3f}s; "
                   f"CPU hutch {r.cpu('hutch'):.2f}s, docker client {r.cpu('bare'):.2f}s; "
                   f"{r.runs} rounds, {load}")  # fmt: skip
+        if r.failures:
+            spread += f"; {len(r.failures)} failed run(s) tried again, first: {r.failures[0][-160:]}"
         ratio = r.ratio("hutch", "bare")
         limit = WARM_TARGET.get(r.name)
         out.append(Line(
@@ -423,6 +448,7 @@ def summary(result: Result) -> dict[str, object]:
     for r in result.sizes:
         sizes[r.name] = {
             "entries": r.entries, "path": r.path, "runs": r.runs, "masked": r.masked, "loads": r.loads,
+            "failures": r.failures,
             "warnings": r.warnings,
             "median_s": {n: r.med(n) for n in r.samples}, "p90_s": {n: p90(r.times(n)) for n in r.samples},
             "median_cpu_s": {n: r.cpu(n) for n in r.samples},
@@ -431,7 +457,7 @@ def summary(result: Result) -> dict[str, object]:
             "before_start_extra_vs_argv_s": r.before_start_extra("bare hutch-argv end"),
             "samples": {n: [asdict(s) for s in ss] for n, ss in r.samples.items()},
         }  # fmt: skip
-    return {"image": result.image, "sizes": sizes}
+    return {"image": result.image, "sizes": sizes, "errors": result.errors}
 
 
 def size_list(text: str) -> list[str]:
@@ -477,10 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     for line in rows:
         if line.note:
             print(f"- {line.metric}: {line.note}")
+    for size, error in result.errors.items():
+        print(f"- ERROR at {size}: {error}")
     if args.json:
         args.json.write_text(json.dumps({"rows": [line._asdict() for line in rows], **summary(result)},
                                         indent=2) + "\n")  # fmt: skip
-    return 1 if any(line.passed is False for line in rows) else 0
+    return 1 if result.errors or any(line.passed is False for line in rows) else 0
 
 
 if __name__ == "__main__":

@@ -335,6 +335,8 @@ def bench_project(report: Report, sizes: list[str], runs: dict[str, int], cache:
     report.details["project"] = project_launch.summary(result)
     for line in project_launch.lines(result):
         report.rows.append(Row(*line))
+    for size, error in result.errors.items():
+        report.errors[f"project {size}"] = error
 
 
 # -- where `hutch exec` spends its imports -------------------------------------------------
