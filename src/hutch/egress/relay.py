@@ -38,13 +38,7 @@ from hutch.egress.policy import (
     plaintext_denial,
     sni_denial,
 )
-from hutch.egress.tls import (
-    MAX_CLIENT_HELLO,
-    ClientHello,
-    ClientHelloError,
-    looks_like_tls,
-    parse_client_hello,
-)
+from hutch.egress.tls import ClientHello, ClientHelloError, ClientHelloReader, looks_like_tls
 
 log = logging.getLogger("hutch.egress")
 
@@ -308,22 +302,22 @@ class Relay:
     async def _read_client_hello(
         self, client: socket.socket, conn: _Conn, data: bytes
     ) -> tuple[bytes, ClientHello]:
-        """Read until `data` holds a whole ClientHello; deny the tunnel if it is not one."""
+        """Read until a whole ClientHello has arrived; deny the tunnel if it is not one."""
         loop = asyncio.get_running_loop()
+        reader = ClientHelloReader()
         try:
             async with asyncio.timeout(self.head_timeout):
-                while (hello := parse_client_hello(data)) is None:
-                    chunk = await loop.sock_recv(client, BUFFER)
-                    if not chunk or len(data) > 2 * MAX_CLIENT_HELLO:
+                while (hello := reader.feed(data)) is None:
+                    data = await loop.sock_recv(client, BUFFER)
+                    if not data:
                         raise ClientHelloError("the client stopped mid-ClientHello")
-                    data += chunk
         except ClientHelloError as err:
             _deny(conn, f"not a valid TLS ClientHello ({err})")
             raise _Denied from err
         except TimeoutError as err:
             _deny(conn, "timed out waiting for the TLS ClientHello")
             raise _Denied from err
-        return data, hello
+        return bytes(reader.data), hello
 
     async def _pump(self, src: socket.socket, dst: socket.socket, conn: _Conn, *, up: bool) -> None:
         """Copy `src` to `dst` until EOF, then half-close `dst`."""

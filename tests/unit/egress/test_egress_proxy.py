@@ -26,6 +26,7 @@ from hutch.egress.audit import AuditEvent, AuditLog, read_events
 from hutch.egress.listener import EgressProxy
 from hutch.egress.policy import NetworkMode, Policy
 from hutch.egress.relay import TLS_ACCESS_DENIED
+from hutch.egress.tls import MAX_RECORDS
 from hutch.errors import SetupFailed
 
 TIMEOUT = 10.0
@@ -414,6 +415,23 @@ def test_client_hello_split_across_writes_is_reassembled(harness: Harness, echo:
         time.sleep(0.001)
     assert echo_round_trip(sock, b"") == hello
     sock.close()
+
+
+def test_a_hello_trickled_in_one_byte_records_is_denied_at_the_record_cap(
+    harness: Harness, echo: EchoServer
+) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    sock, _ = connect(proxy, f"127.0.0.1:{echo.port}")
+    message = b"\x01\x00\xff\xfb" + bytes(200)
+    with contextlib.suppress(OSError):  # the proxy may close while we still write
+        for i in range(0, len(message), 8):
+            sock.sendall(b"".join(b"\x16\x03\x01\x00\x01" + message[j : j + 1] for j in range(i, i + 8)))
+            time.sleep(0.002)
+    assert read_to_eof(sock) == b""
+    sock.close()
+    [event] = harness.events(proxy)
+    assert event.decision == "deny" and f"more than {MAX_RECORDS} records" in event.reason
+    assert echo.received == 0  # nothing of it reached the server
 
 
 def test_garbage_after_tls_record_byte_is_denied(harness: Harness, echo: EchoServer) -> None:
