@@ -78,6 +78,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 allow_private=ws.settings.allow_private,
                 runtime_dir=runtime,
                 audit=audit_path(ws.dirs.state, session_id),
+                audit_mode=ws.settings.network_audit,
                 session=session_id,
             )
         facts = host_facts(ws, agent, runtime_dir=runtime)

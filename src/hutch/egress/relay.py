@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 import socket
 from concurrent.futures import Executor
@@ -39,8 +38,6 @@ from hutch.egress.policy import (
     sni_denial,
 )
 from hutch.egress.tls import ClientHello, ClientHelloError, ClientHelloReader, looks_like_tls
-
-log = logging.getLogger("hutch.egress")
 
 BUFFER = 256 * 1024
 # A read this large means a bulk transfer (small reads are interactive traffic).
@@ -113,19 +110,16 @@ class Relay:
             for sock in upstream:
                 sock.close()
             if conn.verdict is not None:
-                try:
-                    self.audit.record(
-                        host=conn.host,
-                        port=conn.port,
-                        decision=conn.verdict,
-                        reason=conn.reason,
-                        rule=conn.rule,
-                        bytes_up=conn.bytes_up,
-                        bytes_down=conn.bytes_down,
-                        method=conn.method,
-                    )
-                except OSError as err:
-                    log.error("egress proxy: cannot write the audit log: %s", err)
+                self.audit.record(
+                    host=conn.host,
+                    port=conn.port,
+                    decision=conn.verdict,
+                    reason=conn.reason,
+                    rule=conn.rule,
+                    bytes_up=conn.bytes_up,
+                    bytes_down=conn.bytes_down,
+                    method=conn.method,
+                )
 
     async def _handle(self, client: socket.socket, conn: _Conn, upstream: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +153,10 @@ class Relay:
         if not decision.allowed:
             body = denial_message(head.method, decision)
             await self._respond(client, simple_response(403, "Forbidden", body))
+            return
+        if (why := self.audit.refusal()) is not None:
+            # Only what would pass is refused: a denial lets nothing out, logged or not.
+            await self._refuse(client, conn, 503, "Service Unavailable", why)
             return
         sock = await self._connect(decision, conn)
         if sock is None:

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import pytest
 
-from hutch.egress.audit import AuditEvent, AuditLog, read_events
+from hutch.egress.audit import AuditEvent, AuditLog, AuditMode, read_events
 from hutch.egress.listener import EgressProxy
 from hutch.egress.policy import NetworkMode, Policy
 from hutch.egress.relay import TLS_ACCESS_DENIED
@@ -178,7 +178,7 @@ class Harness:
     def events(self, proxy: EgressProxy) -> list[AuditEvent]:
         proxy.stop()
         proxy.audit.close()
-        return read_events(proxy.audit.path)
+        return list(read_events(proxy.audit.path))
 
     def close(self) -> None:
         for proxy in self.proxies:
@@ -823,3 +823,29 @@ def test_refuses_to_replace_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
     with pytest.raises(SetupFailed):
         EgressProxy(Policy("none"), tmp_path / "missing-dir" / "egress.sock", audit).start()
 
+
+
+@pytest.mark.parametrize("mode", ["required", "best-effort"])
+def test_a_full_disk_refuses_connections_only_when_the_audit_is_required(
+    tmp_path: Path, echo: EchoServer, mode: AuditMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = Policy.from_config("allowlist", [f"127.0.0.1:{echo.port}"])
+    audit = AuditLog(Path("/dev/full"), "s", mode=mode)  # every write: ENOSPC
+    with EgressProxy(policy, tmp_path / "p.sock", audit) as proxy:
+        # A full disk shows at the first write: a denied connection's record.
+        head, _ = refused(proxy, b"CONNECT not-listed.example:443 HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 403")
+        assert wait_until(lambda: audit.unlogged == 1)
+        for _ in range(20):
+            if mode == "required":
+                head, body = refused(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+                assert head.startswith(b"HTTP/1.1 503"), head
+                assert "audit log cannot be written (No space left on device)" in body
+            else:
+                sock, head = connect(proxy, f"127.0.0.1:{echo.port}")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                assert echo_round_trip(sock, b"unlogged") == b"unlogged"
+                sock.close()
+        assert wait_until(lambda: audit.unlogged == 21)
+    said = [r for r in caplog.records if r.name == "hutch.egress" and "audit log" in r.getMessage()]
+    assert len(said) == 1
