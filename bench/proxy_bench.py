@@ -248,6 +248,69 @@ def legit(port: int, proxy: str, seconds: float) -> dict[str, list[float]]:
     return {"latencies": asyncio.run(run())}
 
 
+def long_methods(proxy: str, conns: int, seconds: float) -> dict[str, float]:
+    """`conns` clients sending requests with a 16 KB method, one after another."""
+    request = b"M" * 16_000 + b" x.example:443 HTTP/1.1\r\n\r\n"
+    sent = [0]
+
+    async def one(deadline: float) -> None:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                reader, writer = await asyncio.open_unix_connection(proxy)
+                writer.write(request)
+                await reader.read()
+                writer.close()
+                sent[0] += 1
+
+    async def run() -> None:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(one(deadline) for _ in range(conns)))
+
+    asyncio.run(run())
+    return {"requests": sent[0]}
+
+
+def audit_growth(args: argparse.Namespace) -> int:
+    """How far `--hostile` clients with 16 KB methods grow the audit file in `--seconds`, and
+    what reading it back then costs (time and peak memory of the end-of-session count)."""
+    with tempfile.TemporaryDirectory(prefix="hutch-bench-") as tmp:
+        proxy = _Proxy(tmp)
+        try:
+            out, _ = _run_client(
+                proxy.role("methods", "--conns", str(args.hostile), "--seconds", str(args.seconds))
+            )
+        finally:
+            proxy.close()
+        path = Path(tmp) / "audit.jsonl"
+        size = path.stat().st_size
+        probe = (
+            "import resource, sys, time; from pathlib import Path;"
+            "from hutch.egress.session import denied_count; t = time.perf_counter();"
+            "n = denied_count(Path(sys.argv[1])); t = time.perf_counter() - t;"
+            "print(n, t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        env = dict(os.environ)
+        if args.src is not None:
+            env["PYTHONPATH"] = str(args.src.resolve())
+        done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
+                              check=True, env=env)  # fmt: skip
+        denied, seconds, rss_kib = done.stdout.split()
+    requests = _floats(out["requests"])[0]
+    print(f"{args.hostile} clients sending 16 KB methods for {args.seconds:.0f} s: {requests:.0f} requests")
+    print(f"  audit file {size / 2**20:.1f} MiB ({size / 2**20 / args.seconds:.2f} MiB/s)")
+    print(f"  end-of-session count: {denied} denied, {float(seconds) * 1e3:.0f} ms, "
+          f"peak RSS {int(rss_kib) / 1024:.0f} MiB")  # fmt: skip
+    if args.json is not None:
+        data = {
+            "requests": requests,
+            "audit_bytes": size,
+            "count_s": float(seconds),
+            "count_rss_kib": int(rss_kib),
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 # -- driver ------------------------------------------------------------------
 
 
@@ -453,7 +516,7 @@ def trickle(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=["throughput", "trickle", "flood"], default="throughput")
+    parser.add_argument("--phase", choices=["throughput", "trickle", "flood", "audit"], default="throughput")
     parser.add_argument("--no-budget", action="store_true", help="control: the proxy without its CPU budget")
     parser.add_argument("--src", type=Path, help="control: import hutch from this source tree")
     parser.add_argument("--mib", type=int, default=256, help="bulk transfer size (MiB)")
@@ -462,7 +525,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per measurement (trickle phase)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--role", choices=["server", "sink", "bulk", "latency", "hostile", "legit"], help=argparse.SUPPRESS
+        "--role",
+        choices=["server", "sink", "bulk", "latency", "hostile", "legit", "methods"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--proxy", help=argparse.SUPPRESS)
@@ -482,9 +547,14 @@ def main() -> int:
     if args.role == "hostile":
         print(json.dumps(hostile(args.port, args.proxy, args.conns, args.seconds, args.pace)))
         return 0
+    if args.role == "methods":
+        print(json.dumps(long_methods(args.proxy, args.conns, args.seconds)))
+        return 0
     if args.role == "legit":
         print(json.dumps(legit(args.port, args.proxy, args.seconds)))
         return 0
+    if args.phase == "audit":
+        return audit_growth(args)
     return throughput(args) if args.phase == "throughput" else trickle(args)
 
 
