@@ -161,6 +161,33 @@ def test_audit_shows_the_latest_session_of_this_project(
     assert record["masked_files"] == [".env"] and record["connections"] == []
 
 
+def test_audit_streams_the_sessions_connections_and_skips_damaged_lines(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hutch.egress.audit import AuditLog
+
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    [plan] = fake_engine.plans
+    path = isolated.hutch_state / "audit" / f"{plan.session}.egress.jsonl"
+    with AuditLog(path, plan.session) as log:
+        for host, decision in (("a.example", "allow"), ("evil.example", "deny"), ("2001:db8::1", "deny")):
+            log.record(host=host, port=443, decision="allow" if decision == "allow" else "deny",
+                       reason=f"{decision} reason", rule=None, bytes_up=1, bytes_down=2,
+                       method="CONNECT")  # fmt: skip
+    with path.open("a") as file:
+        file.write('{"time": "torn\n')
+    capsys.readouterr()
+    assert main(["audit", plan.session]) == 0
+    out = capsys.readouterr().out
+    assert "3 connections: 1 allowed, 2 denied." in out
+    assert "1 line(s) of the log could not be read" in out
+    assert "[2001:db8::1]:443  1 denied" in out and "evil.example:443  1 denied" in out
+    assert main(["audit", plan.session, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [c["host"] for c in record["connections"]] == ["a.example", "evil.example", "2001:db8::1"]
+    assert record["session"] == plan.session
+
+
 def test_audit_without_a_session_says_what_to_do(
     fake_engine: FakeEngine, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from hutch import homes, sessions
@@ -58,7 +59,7 @@ def gc(ws: Workspace) -> int:
 
 
 def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
-    from hutch.egress.audit import AuditReadError, format_summary, read_events, summarise
+    from hutch.egress.audit import EventReader, format_summary, summarise, write_json
     from hutch.egress.session import audit_path
     from hutch.guard import audit_dir
 
@@ -86,13 +87,10 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
     record: dict[str, object] = {}
     if record_path.exists():
         record = json.loads(record_path.read_text())
-    try:
-        events = read_events(egress_path) if egress_path.exists() else []
-    except AuditReadError as err:
-        raise HutchError(str(err), "the audit file is damaged; it is plain JSON lines") from err
+    # Streamed, a line at a time: a session's log may be megabytes.
+    events = EventReader(egress_path)
     if as_json:
-        record["connections"] = [e.__dict__ for e in events]
-        print(json.dumps(record, indent=1))
+        write_json(record, events, sys.stdout)
         return 0
     summary = summarise(events)
     print(f"session {session_id}  project {record.get('project', '?')}  agent {record.get('agent', '?')}")

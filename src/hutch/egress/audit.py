@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TextIO
 
 Verdict = Literal["allow", "deny"]
 AuditMode = Literal["required", "best-effort"]
@@ -267,15 +267,11 @@ def _line(event: AuditEvent) -> bytes:
     return (json.dumps(fields, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-class AuditReadError(ValueError):
-    """An audit file that cannot be read as events."""
-
-
 class EventReader:
     """The events of an audit file, read a line at a time (constant memory).
 
     Lines that are not events (torn by a crash or a full disk, or damaged) are
-    skipped and counted in `damaged`.
+    skipped and counted in `damaged`. A missing file has no events.
     """
 
     def __init__(self, path: Path) -> None:
@@ -284,7 +280,11 @@ class EventReader:
 
     def __iter__(self) -> Iterator[AuditEvent]:
         self.damaged = 0
-        with open(self.path, "rb") as file:
+        try:
+            file = open(self.path, "rb")
+        except FileNotFoundError:
+            return  # a session that made no connection has no log
+        with file:
             while line := file.readline(MAX_LINE):
                 if not line.endswith(b"\n") and len(line) == MAX_LINE:
                     while line and not line.endswith(b"\n"):  # the rest of an overlong line
@@ -302,6 +302,17 @@ class EventReader:
 def read_events(path: Path) -> Iterable[AuditEvent]:
     """The events in `path`, in order, streamed; see `EventReader`."""
     return EventReader(path)
+
+
+def write_json(record: dict[str, object], events: Iterable[AuditEvent], out: TextIO) -> None:
+    """`record` as a JSON object with the events added as its "connections" list,
+    written as the events stream by (never all in memory)."""
+    text = json.dumps({**record, "connections": []}, indent=1)
+    # "connections" is the last key: open its list where the empty one stands.
+    out.write(text[: text.rindex("[]")] + "[")
+    for index, event in enumerate(events):
+        out.write(("," if index else "") + "\n  " + json.dumps(asdict(event)))
+    out.write("\n ]\n}\n")
 
 
 def _event_from_json(raw: object) -> AuditEvent:
