@@ -150,6 +150,10 @@ class Relay:
             # The same rule as for tunnels: a TLS port carries TLS, not our plain HTTP.
             decision = decision._replace(allowed=False, reason=why, kind="traffic")
             conn.apply(decision)
+        if decision.kind == "unresolved":
+            # Not the policy's doing: the name is allowed, the lookup failed.
+            await self._upstream_failed(client, conn, decision.reason)
+            return
         if not decision.allowed:
             body = denial_message(head.method, decision)
             await self._respond(client, simple_response(403, "Forbidden", body))
@@ -158,10 +162,9 @@ class Relay:
             # Only what would pass is refused: a denial lets nothing out, logged or not.
             await self._refuse(client, conn, 503, "Service Unavailable", why)
             return
-        sock = await self._connect(decision, conn)
-        if sock is None:
-            body = f"hutch could not connect to {decision.target}: {conn.reason}.\n"
-            await self._respond(client, simple_response(502, "Bad Gateway", body))
+        sock = await self._connect(decision)
+        if isinstance(sock, str):
+            await self._upstream_failed(client, conn, f"could not connect to {decision.target}: {sock}")
             return
         upstream.append(sock)
         if target is None:
@@ -220,7 +223,13 @@ class Relay:
         except TimeoutError:
             return Decision(False, f"timed out resolving {host}", None, host, port, (), "unresolved")
 
-    async def _connect(self, decision: Decision, conn: _Conn) -> socket.socket | None:
+    async def _upstream_failed(self, client: socket.socket, conn: _Conn, why: str) -> None:
+        conn.verdict, conn.reason = "allow", f"upstream failed: {why}"
+        body = f"hutch: upstream failed: {why}.\n"
+        await self._respond(client, simple_response(502, "Bad Gateway", body))
+
+    async def _connect(self, decision: Decision) -> socket.socket | str:
+        """A socket connected to one of the decision's addresses, or why there is none."""
         loop = asyncio.get_running_loop()
         failures: list[str] = []
         for address in decision.addresses:
@@ -245,8 +254,7 @@ class Relay:
             finally:
                 if not connected:
                     sock.close()
-        conn.reason = "connect failed (" + "; ".join(failures) + ")"
-        return None
+        return "; ".join(failures)
 
     async def _tunnel(
         self,

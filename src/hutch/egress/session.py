@@ -36,12 +36,14 @@ def audit_path(state: str, session: str) -> Path:
 
 def build_policy(mode: str, allow: tuple[str, ...], allow_private: tuple[str, ...]) -> Policy:
     """The session's policy: `allow` (the agent's hosts and the user's) plus the registries."""
-    from hutch.egress.policy import Policy
+    from hutch.egress.policy import Policy, system_resolver
+    from hutch.egress.resolve import CachingResolver
 
     entries = tuple(dict.fromkeys(allow + REGISTRIES))
+    resolver = CachingResolver(system_resolver)
     try:
         # mode is a str checked against NETWORK_MODES by the config schema.
-        return Policy.from_config(mode, entries, allow_private)  # type: ignore[arg-type]
+        return Policy.from_config(mode, entries, allow_private, resolver=resolver)  # type: ignore[arg-type]
     except ValueError as err:
         raise ConfigError(
             f"[network] allow: {err}",

@@ -26,6 +26,7 @@ from hutch.egress.audit import AuditEvent, AuditLog, AuditMode, read_events
 from hutch.egress.listener import EgressProxy
 from hutch.egress.policy import NetworkMode, Policy
 from hutch.egress.relay import TLS_ACCESS_DENIED
+from hutch.egress.resolve import CachingResolver
 from hutch.egress.tls import MAX_RECORDS
 from hutch.errors import SetupFailed
 
@@ -592,7 +593,56 @@ def test_upstream_refusal_is_a_502(harness: Harness) -> None:
     proxy = harness.start([f"127.0.0.1:{port}"])
     head, body = refused(proxy, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
     assert head.startswith(b"HTTP/1.1 502")
-    assert "could not connect" in body
+    assert "upstream failed: could not connect" in body
+    [event] = harness.events(proxy)
+    assert event.decision == "allow" and event.reason.startswith("upstream failed: could not connect")
+
+
+class FlakyDns:
+    """Answers each name only after `failures` temporary failures (EAI_AGAIN)."""
+
+    def __init__(self, table: dict[str, list[str]], failures: int) -> None:
+        self.table, self.failures = table, failures
+        self.calls = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return self.table[host]
+
+
+@pytest.mark.parametrize("caching", [True, False], ids=["retried", "control-not-retried"])
+def test_a_temporary_dns_failure_is_retried_and_what_remains_is_a_502(
+    tmp_path: Path, echo: EchoServer, caching: bool
+) -> None:
+    dns = FlakyDns({"svc.test": ["127.0.0.1"]}, failures=1)
+    resolver = CachingResolver(dns) if caching else dns
+    policy = Policy.from_config("allowlist", [], [f"svc.test:{echo.port}"], resolver=resolver)
+    audit = AuditLog(tmp_path / "a.jsonl", "s")
+    with audit, EgressProxy(policy, tmp_path / "p.sock", audit) as proxy:
+        request = f"CONNECT svc.test:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        if caching:
+            sock, head = connect(proxy, f"svc.test:{echo.port}")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert echo_round_trip(sock, b"after a retry") == b"after a retry"
+            sock.close()
+            for _ in range(5):  # cached: no more lookups
+                sock, head = connect(proxy, f"svc.test:{echo.port}")
+                assert head.startswith(b"HTTP/1.1 200")
+                sock.close()
+            assert dns.calls == 2
+        else:
+            # Without retries the one failure stands; it is the upstream's, not a denial.
+            head, body = refused(proxy, request)
+            assert head.startswith(b"HTTP/1.1 502"), head
+            assert "upstream failed: could not resolve svc.test" in body
+            assert "Temporary failure" in body
+    events = list(read_events(tmp_path / "a.jsonl"))
+    assert all(e.decision == "allow" for e in events)
+    if not caching:
+        assert events[0].reason.startswith("upstream failed: could not resolve")
 
 
 def test_slow_head_times_out(harness: Harness, echo: EchoServer) -> None:
