@@ -11,6 +11,7 @@ import resource
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -899,3 +900,81 @@ def test_a_full_disk_refuses_connections_only_when_the_audit_is_required(
         assert wait_until(lambda: audit.unlogged == 21)
     said = [r for r in caplog.records if r.name == "hutch.egress" and "audit log" in r.getMessage()]
     assert len(said) == 1
+
+
+# -- sockets handed over by the sandbox's loopback relay ---------------------------------
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected TCP pair on loopback: (the tool's end, the relay's accepted end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        tool = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        accepted, _ = listener.accept()
+    accepted.settimeout(TIMEOUT)
+    return tool, accepted
+
+
+def hand_over(proxy: EgressProxy, fds: list[int], data: bytes = b"\0") -> None:
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.connect(str(proxy.socket_path))
+        socket.send_fds(unix, [data], fds)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_handed_over_tcp_connection_is_served_directly(harness: Harness, echo: EchoServer) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    tool, accepted = tcp_pair()
+    # A long linger would make the proxy's close block: it must switch it off.
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
+    hand_over(proxy, [accepted.fileno()])
+    tool.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    head, rest = read_head(tool)
+    assert head.startswith(b"HTTP/1.1 200") and rest == b""
+    assert echo_round_trip(tool, b"straight through") == b"straight through"
+    assert struct.unpack("ii", accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))[0] == 0
+    tool.close()
+    accepted.close()
+    [event] = harness.events(proxy)
+    assert event.decision == "allow" and event.bytes_down == len(b"straight through")
+
+
+@pytest.mark.parametrize("what", ["file", "udp", "listening", "unix", "two", "no-marker"])
+def test_anything_else_handed_over_is_refused_and_closed(
+    harness: Harness, echo: EchoServer, tmp_path: Path, what: str
+) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    proxy.audit.open()
+    before = open_fds()
+    keep: list[socket.socket] = []
+    data = b"\0"
+    if what == "file":
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        fds = [fd]
+    elif what == "udp":
+        keep.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        keep[0].connect(("127.0.0.1", echo.port))
+        fds = [keep[0].fileno()]
+    elif what == "listening":
+        keep.append(socket.create_server(("127.0.0.1", 0)))
+        fds = [keep[0].fileno()]
+    elif what == "unix":
+        keep += socket.socketpair()
+        fds = [keep[0].fileno()]
+    else:
+        tool, accepted = tcp_pair()
+        keep += [tool, accepted]
+        fds = [accepted.fileno(), accepted.fileno()] if what == "two" else [accepted.fileno()]
+        data = b"\0" if what == "two" else b"x"
+    hand_over(proxy, fds, data)
+    assert wait_until(lambda: bool(list(read_events(proxy.audit.path))))
+    # Nothing handed over stays open in the proxy: only the test's own descriptors remain.
+    assert wait_until(lambda: open_fds() == before + len(keep) + (what == "file"))
+    for sock in keep:
+        sock.close()
+    if what == "file":
+        os.close(fds[0])
+    [event] = harness.events(proxy)
+    assert event.decision == "deny" and "loopback relay handed over" in event.reason
