@@ -85,6 +85,106 @@ def serve(directory: Path, size: int) -> None:
         server.serve_forever()
 
 
+# -- the in-sandbox relay's own cost -----------------------------------------------
+
+# Runs inside a sandbox: connections through the loopback relay against the same
+# connections straight to the proxy's Unix socket (the control), and the CPU of
+# the relay's processes (socat counts its children once they are reaped).
+RELAY_PROBE = """
+import os, socket, sys, time
+target, rounds, bulk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+proxy = os.environ["HUTCH_PROXY_SOCKET"]
+def relay_cpu():
+    total = 0
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            if pid.isdigit() and int(pid) != os.getpid() and (b"socat" in cmd or b"send_fds" in cmd):
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in fields[11:15])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+def connect(via):
+    if via == "relay":
+        sock = socket.create_connection(("127.0.0.1", 3128))
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(proxy)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\\r\\n\\r\\n".encode())
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        head += sock.recv(4096)
+    return sock
+out = {}
+for via in ("direct", "relay") * 2:
+    cpu, start = relay_cpu(), time.perf_counter()
+    for _ in range(rounds):
+        sock = connect(via)
+        sock.sendall(b"PING\\n")
+        sock.recv(16)
+        sock.close()
+    per_conn = (time.perf_counter() - start) / rounds
+    time.sleep(0.6)
+    cpu_conn = (relay_cpu() - cpu) / rounds
+    cpu, start = relay_cpu(), time.perf_counter()
+    sock = connect(via)
+    sock.sendall(f"BULK {bulk}\\n".encode())
+    got, buf = 0, bytearray(1 << 18)
+    while got < bulk:
+        n = sock.recv_into(buf)
+        if not n:
+            break
+        got += n
+    sock.close()
+    rate = got / (time.perf_counter() - start) / 2**20
+    time.sleep(0.6)
+    for key, value in ((f"{via}_conn_ms", per_conn * 1e3), (f"{via}_relay_cpu_ms", cpu_conn * 1e3),
+                       (f"{via}_bulk_mib_s", rate), (f"{via}_bulk_relay_cpu_s", relay_cpu() - cpu)):
+        out.setdefault(key, []).append(value)
+print(repr({key: min(values) if "cpu" not in key else max(values) for key, values in out.items()}))
+"""
+
+
+def relay_cost(args: argparse.Namespace, env: dict[str, str], root: Path) -> int:
+    """The relay's cost per connection and per byte, inside a real sandbox."""
+    bench = Path(__file__).with_name("proxy_bench.py")
+    server = subprocess.Popen(
+        [sys.executable, str(bench), "--role", "server"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        hutch = os.environ.get("HUTCH", str(Path(sys.executable).parent / "hutch"))
+        project = Path(tempfile.mkdtemp(prefix="relay-", dir=root))
+        target = f"127.0.0.1:{port}"
+        done = subprocess.run(
+            [hutch, "-q", "exec", "--allow", target, "--", "python3", "-c", RELAY_PROBE, target, "300",
+             str(256 << 20)],
+            cwd=project, env=env, capture_output=True, text=True, timeout=SESSION_TIMEOUT, check=False,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+        return 1
+    import ast
+
+    r = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    print("one connection at a time (CONNECT, a round trip, close), fastest of two runs of 300:")
+    print(f"  straight to the proxy's socket  {r['direct_conn_ms']:6.2f} ms")
+    print(f"  through the loopback relay      {r['relay_conn_ms']:6.2f} ms   "
+          f"relay CPU {r['relay_relay_cpu_ms']:.2f} ms per connection")  # fmt: skip
+    print("one 256 MiB download:")
+    print(f"  straight to the proxy's socket  {r['direct_bulk_mib_s']:7.1f} MiB/s")
+    print(f"  through the loopback relay      {r['relay_bulk_mib_s']:7.1f} MiB/s   "
+          f"relay CPU {r['relay_bulk_relay_cpu_s']:.2f} s")  # fmt: skip
+    if args.json is not None:
+        args.json.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 # -- driver --------------------------------------------------------------------
 
 
@@ -207,6 +307,7 @@ def main() -> int:
     parser.add_argument("--kib", type=int, default=3400, help="file size")
     parser.add_argument("--modes", default="allowlist,open")
     parser.add_argument("--rounds", type=int, default=1, help="rounds, modes alternating within each")
+    parser.add_argument("--relay", action="store_true", help="measure the in-sandbox relay's own cost")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--role", choices=["server"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
@@ -237,6 +338,8 @@ def main() -> int:
             for key in ("HUTCH_ENGINE", "DOCKER_HOST"):
                 if key in os.environ:
                     env[key] = os.environ[key]
+            if args.relay:
+                return relay_cost(args, env, root)
             config = root / "config" / "hutch" / "config.toml"
             config.parent.mkdir(parents=True)
             config.write_text(f'[network]\nallow_private = ["localhost:{port}"]\n')
