@@ -91,6 +91,24 @@ def test_exec_runs_the_sandbox_and_passes_its_status_through(
     assert (record["session"], record["project"], record["status"]) == (plan.session, str(project), 7)
 
 
+def test_losing_the_engine_records_the_status_hutch_returns(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hutch.errors import EXIT_ENGINE, EngineUnavailable
+
+    def image_id(tag: str) -> str | None:
+        if fake_engine.plans:  # after the run: the daemon is gone
+            raise EngineUnavailable("Cannot connect to the fake daemon")
+        return "sha256:fake"
+
+    fake_engine.status = 125  # what the client says when its daemon goes away
+    monkeypatch.setattr(fake_engine, "image_id", image_id)
+    assert main(["exec", "--network", "none", "--", "true"]) == EXIT_ENGINE
+    [plan] = fake_engine.plans
+    record = json.loads((isolated.hutch_state / "audit" / f"{plan.session}.json").read_text())
+    assert record["status"] == EXIT_ENGINE  # the control above: a status that passes through
+
+
 def test_exec_in_allowlist_mode_serves_the_proxy_for_the_session(
     fake_engine: FakeEngine, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import homes, images, process, sessions
-from hutch.errors import SetupFailed
+from hutch.errors import EXIT_INTERRUPTED, HutchError, SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan
@@ -107,7 +108,14 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             _warn_once(ws, "limits-gap", gap.warning)
         ws.say(summary)
         launched = True
-        status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress)
+        try:
+            status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress)
+        except HutchError as err:
+            status = err.exit_code  # the record says what hutch returns
+            raise
+        except KeyboardInterrupt:
+            status = EXIT_INTERRUPTED
+            raise
     finally:
         denied = egress.finish() if egress is not None else 0
         # Best effort: what cannot be removed is left for `hutch gc`.
@@ -182,19 +190,25 @@ def launch(
                 ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
             ))  # fmt: skip
 
-    def run() -> tuple[int, int | None]:
+    def run() -> process.Outcome:
         return process.foreground(engine.run_argv(plan), env, own_group=own_group, on_signal=cleanup,
                                   on_started=started)  # fmt: skip
 
     try:
-        status, signum = run()
-        if status == 125 and signum is None and not engine.image_id(plan.image):
+        outcome = run()
+        if outcome.status == 125 and outcome.signum is None and not engine.image_id(plan.image):
             # The image went away behind hutch's back (pruned): build it and retry once.
             images.forget_image(ws, recipe)
             images.ensure_image(ws, recipe)
             if egress is not None:
                 egress.finish()
-            status, signum = run()
+            outcome = run()
+        if outcome.killed and outcome.signum is not None:
+            name = signal.Signals(outcome.signum).name
+            ws.warn(
+                f"the sandbox did not stop within {process.GRACE:.0f} s of {name}, "
+                f"so hutch killed it (exit status {outcome.status})"
+            )
     except FileNotFoundError as err:
         raise SetupFailed(
             f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
@@ -202,7 +216,7 @@ def launch(
     finally:
         for record in records:
             sessions.remove_record(record)
-    return status
+    return outcome.status
 
 
 def _report(
