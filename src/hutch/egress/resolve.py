@@ -16,7 +16,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -24,6 +23,21 @@ CACHE_SECONDS = 30.0
 MAX_NAMES = 1024
 # Waits before the second and third attempt after a temporary failure (EAI_AGAIN).
 RETRY_DELAYS = (0.1, 0.4)
+
+
+class _Lookup:
+    """One lookup in flight, which other callers for the same name wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: list[str] = []
+        self.error: BaseException | None = None
+
+    def result(self) -> list[str]:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return list(self.answer)
 
 
 def transient(err: OSError) -> bool:
@@ -51,7 +65,7 @@ class CachingResolver:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._answers: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
-        self._pending: dict[str, Future[list[str]]] = {}
+        self._pending: dict[str, _Lookup] = {}
 
     def __call__(self, host: str, port: int) -> list[str]:
         # The port does not change an address lookup: the name is the key.
@@ -61,17 +75,16 @@ class CachingResolver:
                 return list(cached[1])
             pending = self._pending.get(host)
             if pending is None:
-                mine: Future[list[str]] = Future()
-                self._pending[host] = mine
+                mine = self._pending[host] = _Lookup()
         if pending is not None:
-            return list(pending.result())
+            return pending.result()
         try:
             answer = self._lookup(host, port)
         except BaseException as err:
-            mine.set_exception(err)
+            mine.error = err
             raise
         else:
-            mine.set_result(answer)
+            mine.answer = answer
             with self._lock:
                 self._answers[host] = (self._clock() + self._ttl, answer)
                 self._answers.move_to_end(host)
@@ -81,6 +94,7 @@ class CachingResolver:
         finally:
             with self._lock:
                 del self._pending[host]
+            mine.done.set()
 
     def _lookup(self, host: str, port: int) -> list[str]:
         for delay in self._delays:
