@@ -8,6 +8,7 @@ foreground, then stop the proxy, clean up and report what changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -65,7 +66,14 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     checks = guard.prepare(ws.project, uid, ws.settings.mask, ws.settings.unmask, request.no_mask)
     for warning in checks.warnings:
         ws.warn(warning)
-    runtime = make_runtime_dir(ws.dirs, session_id)
+    try:
+        runtime = make_runtime_dir(ws.dirs, session_id)
+    except OSError as err:
+        raise SetupFailed(
+            f"cannot create the session's runtime directory: {err}",
+            "it lives in $XDG_RUNTIME_DIR, else in hutch's state directory: make room there, "
+            "or make it writable",
+        ) from err
     egress = None
     launched = False
     status = 1
@@ -156,7 +164,8 @@ def _warn_once(ws: Workspace, key: str, message: str) -> None:
     if os.path.exists(marker):
         return
     ws.warn(message)
-    touch_in(marker)
+    with contextlib.suppress(OSError):  # said again next time
+        touch_in(marker)
 
 
 def launch(
@@ -186,9 +195,17 @@ def launch(
             egress.start()
         if not records:
             sessions.reap_stale(ws.dirs, engine)
-            records.append(sessions.record_session(
-                ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
-            ))  # fmt: skip
+            try:
+                records.append(sessions.record_session(
+                    ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
+                ))  # fmt: skip
+            except OSError as err:
+                # Only for cleaning up after a killed hutch: the session runs without it.
+                records.append("")
+                ws.warn(
+                    f"cannot record the running session in {ws.dirs.sessions()} ({err.strerror}); "
+                    "it runs anyway (if hutch is killed, `hutch gc` removes what it leaves behind)"
+                )
 
     def run() -> process.Outcome:
         return process.foreground(engine.run_argv(plan), env, own_group=own_group, on_signal=cleanup,
@@ -214,7 +231,7 @@ def launch(
             f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
         ) from err
     finally:
-        for record in records:
+        for record in filter(None, records):
             sessions.remove_record(record)
     return outcome.status
 
@@ -227,7 +244,15 @@ def _report(
     from hutch.secrets.surface import format_changes
 
     changes = guard.after(ws.project, uid, checks)
-    guard.write_record(ws.dirs.state, session, ws.project, agent, checks, changes, status)
+    try:
+        guard.write_record(ws.dirs.state, session, ws.project, agent, checks, changes, status)
+    except OSError as err:
+        # The session's own status stands; only `hutch audit` will not know it.
+        ws.warn(
+            f"cannot write the session's audit record in {guard.audit_dir(ws.dirs.state)} "
+            f"({err.strerror}), so `hutch audit` will not know this session: make room there, "
+            "or make it writable"
+        )
     if changes:
         ws.warn(
             "the session changed files that the host may run later:\n"

@@ -72,7 +72,7 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if data.get("project") == str(ws.project):
+            if isinstance(data, dict) and data.get("project") == str(ws.project):
                 session_id = str(data.get("session"))
                 break
         else:
@@ -86,7 +86,14 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
         raise HutchError(f"no audit record for session {session_id!r}", "`hutch ps` lists sessions")
     record: dict[str, object] = {}
     if record_path.exists():
-        record = json.loads(record_path.read_text())
+        try:
+            loaded = json.loads(record_path.read_text())
+        except (OSError, ValueError) as err:
+            # Torn or emptied (a full disk, an older hutch): the connections still tell.
+            ws.warn(f"the session's record {record_path} cannot be read ({err}); showing what remains")
+        else:
+            if isinstance(loaded, dict):
+                record = loaded
     # Streamed, a line at a time: a session's log may be megabytes.
     events = EventReader(egress_path)
     if as_json:
