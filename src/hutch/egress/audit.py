@@ -210,12 +210,12 @@ class AuditLog:
             return
         self._warned = True
         then = (
-            "new connections are refused until it can; free space there, or set "
-            '[network] audit = "best-effort" to let them through unlogged'
+            "new connections are refused until it can; make room there or make it writable, "
+            'or set [network] audit = "best-effort" to let them through unlogged'
             if self.mode == "required"
             else "connections go on unlogged until it can"
         )
-        log.warning("hutch: cannot write the audit log %s (%s): %s", self.path, self._failure, then)
+        log.warning("hutch: warning: cannot write the audit log %s (%s): %s", self.path, self._failure, then)
 
     def _tally(self, event: AuditEvent) -> None:
         key = (event.host, event.port, event.decision, event.reason)

@@ -257,7 +257,7 @@ class EgressProxy:
             if not self._throttled:
                 self._throttled = True
                 log.warning(
-                    "egress proxy: the sandbox's connections keep the proxy busy beyond "
+                    "hutch: warning: the sandbox's connections keep the egress proxy busy beyond "
                     "%d%% of a core; slowing them down",
                     round(100 * budget.share),
                 )
