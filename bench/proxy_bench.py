@@ -354,7 +354,9 @@ class TrickleResults:
 class _Proxy:
     """The stand-in server in its own process and the proxy in this one, allowing only it."""
 
-    def __init__(self, tmp: str, *, budget: bool = True) -> None:
+    def __init__(
+        self, tmp: str, *, budget: bool = True, share: float | None = None, burst: float | None = None
+    ) -> None:
         # Imported here so the server and client roles stay free of hutch.
         from hutch.egress.audit import AuditLog
         from hutch.egress.listener import EgressProxy
@@ -367,7 +369,9 @@ class _Proxy:
         allow = [parse_allow_entry(f"127.0.0.1:{port}") for port in (self.port, self.sink_port)]
         policy = Policy("allowlist", allow)
         self.audit = AuditLog(Path(tmp) / "audit.jsonl", "bench")
-        if budget:
+        if budget and share is not None and burst is not None:
+            self.proxy = EgressProxy(policy, Path(self.socket), self.audit, cpu_share=share, cpu_burst=burst)
+        elif budget:
             self.proxy = EgressProxy(policy, Path(self.socket), self.audit)
         else:
             self.proxy = EgressProxy(policy, Path(self.socket), self.audit, cpu_share=None)
@@ -465,7 +469,7 @@ def trickle(args: argparse.Namespace) -> int:
     (`--phase flood`: without pausing, so that the proxy's CPU budget is what holds them)."""
     pace = TRICKLE_EVERY if args.phase == "trickle" else 0.0
     with tempfile.TemporaryDirectory(prefix="hutch-bench-") as tmp:
-        proxy = _Proxy(tmp, budget=not args.no_budget)
+        proxy = _Proxy(tmp, budget=not args.no_budget, share=args.cpu_share, burst=args.cpu_burst)
         try:
             seconds = str(args.seconds)
             wall = time.monotonic()
@@ -519,6 +523,8 @@ def main() -> int:
     parser.add_argument("--phase", choices=["throughput", "trickle", "flood", "audit"], default="throughput")
     parser.add_argument("--no-budget", action="store_true", help="control: the proxy without its CPU budget")
     parser.add_argument("--src", type=Path, help="control: import hutch from this source tree")
+    parser.add_argument("--cpu-share", type=float, help="the proxy's CPU budget: share of a core")
+    parser.add_argument("--cpu-burst", type=float, help="the proxy's CPU budget: burst, CPU seconds")
     parser.add_argument("--mib", type=int, default=256, help="bulk transfer size (MiB)")
     parser.add_argument("--conns", type=int, default=200, help="concurrent held connections")
     parser.add_argument("--hostile", type=int, default=6, help="trickling connections (trickle phase)")

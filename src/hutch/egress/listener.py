@@ -104,6 +104,7 @@ class EgressProxy:
         socket_mode: int = 0o600,
         max_connections: int = 4096,
         cpu_share: float | None = CPU_SHARE,
+        cpu_burst: float = CPU_BURST,
     ) -> None:
         self.policy = policy
         self.socket_path = socket_path
@@ -124,6 +125,7 @@ class EgressProxy:
         self._accepting = False
         self._starved = False  # out of descriptors; warned once per episode
         self._cpu_share = cpu_share
+        self._cpu_burst = cpu_burst
         self._throttled = False  # warned once per session
 
     @property
@@ -241,7 +243,7 @@ class EgressProxy:
         self._listener = listener
         self._resume_accepting()
         if self._cpu_share is not None:
-            budget = CpuBudget(self._cpu_share, CPU_BURST)
+            budget = CpuBudget(self._cpu_share, self._cpu_burst)
             asyncio.get_running_loop().call_later(BUDGET_TICK, self._keep_budget, budget)
         ready.set()
         await self._stopping.wait()
