@@ -52,16 +52,21 @@ def outside() -> Iterator[int]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A TLS server on loopback with a self-signed certificate for "localhost"."""
-    directory = tmp_path_factory.mktemp("tls")
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway certificate for name, and its key."""
     key, cert = directory / "key.pem", directory / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+         "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A TLS server on loopback with a self-signed certificate for "localhost"."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"), "localhost")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -313,12 +318,7 @@ def test_default_allowlist_reaches_the_agents_api_host(
     api.anthropic.com (and, for the control, a host that is not listed) name a stand-in
     at 203.0.113.7:443, a documentation address the proxy does not treat as private."""
     assert os.geteuid() == 0, "namespaces need root; CI runs as root"
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=api.anthropic.com"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path, "api.anthropic.com")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n203.0.113.7 api.anthropic.com not-listed.example\n")
     (tmp_path / "stand_in.py").write_text(STAND_IN)
