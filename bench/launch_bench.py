@@ -86,6 +86,17 @@ def bare_argv(hutch_env: dict[str, str], project: Path, network: str, socket_dir
     return argv
 
 
+def proxy_stand_in(socket_dir: Path) -> socket.socket:
+    """A listening socket where a bare allowlist run's entrypoint waits for
+    hutch's proxy (it answers nothing); mount socket_dir as /run/hutch."""
+    (socket_dir / "egress").mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(socket_dir / "egress" / "egress.sock"))
+    listener.listen()
+    (socket_dir / "egress" / "egress.sock").chmod(0o666)
+    return listener
+
+
 def interleaved(
     commands: dict[str, list[str]], runs: int, env: dict[str, str], cwd: Path, warmup: int = 1
 ) -> dict[str, list[float]]:
@@ -132,13 +143,7 @@ def measure(runs: int, networks: tuple[str, ...] = ("open",)) -> Launch:
         project = root / "project"
         project.mkdir()
         socket_dir = root / "sock"
-        (socket_dir / "egress").mkdir(parents=True)
-        # The bare allowlist run's entrypoint waits for a proxy socket to
-        # exist: one that listens (and answers nothing) stands in for hutch's.
-        listener = socket.socket(socket.AF_UNIX)
-        listener.bind(str(socket_dir / "egress" / "egress.sock"))
-        listener.listen()
-        (socket_dir / "egress" / "egress.sock").chmod(0o666)
+        listener = proxy_stand_in(socket_dir)
         env = isolated_env(root)
         image = subprocess.run(
             [HUTCH, "-q", "build"], env=env, cwd=project, check=True, text=True,

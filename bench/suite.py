@@ -1,11 +1,13 @@
 """hutch against its baselines, measured side by side in one run: one table.
 
     bench/run [--quick] [--only NAME ...] [--runs N] [--build-rounds N] [--json PATH]
+              [--project-sizes LIST] [--project-runs N] [--fixtures DIR]
 
 Every metric is a ratio against a baseline timed on the same machine in the
 same run, interleaved with it where it is cheap enough to repeat (medians of
 per-round ratios). Sections (for --only): startup, uptodate, launch, build,
-proxy, scan. --quick skips `build` (two cold image builds, minutes each).
+proxy, scan, project. --quick skips `build` (two cold image builds, minutes
+each) and runs `project` (bench/project_launch.py) on its quick sizes.
 
 hutch always runs with XDG_DATA_HOME/STATE/CONFIG in temp dirs. The seed image
 is tagged hutch-bench-seed:* and removed at the end, as is the image of the
@@ -33,10 +35,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import build_bench  # noqa: E402  (sibling scripts, not a package)
+import fixtures  # noqa: E402
 import launch_bench  # noqa: E402
+import project_launch  # noqa: E402
 from launch_bench import HUTCH, interleaved, isolated_env, paired_ratio  # noqa: E402
 
-SECTIONS = ("startup", "uptodate", "launch", "build", "proxy", "scan")
+SECTIONS = ("startup", "uptodate", "launch", "build", "proxy", "scan", "project")
 RESULTS = BENCH / "results"
 BUILD_TIMEOUT = 1800.0
 SUB_BENCH_TIMEOUT = 1200.0
@@ -323,6 +327,18 @@ def bench_scan(report: Report, logs: Path) -> None:
     ))  # fmt: skip
 
 
+# -- project sizes: launch, first launch, end of session, memory -------------------------
+
+
+def bench_project(report: Report, sizes: list[str], runs: dict[str, int], cache: Path) -> None:
+    result = project_launch.measure(sizes, runs, cache, say)
+    report.details["project"] = project_launch.summary(result)
+    for line in project_launch.lines(result):
+        report.rows.append(Row(*line))
+    for size, error in result.errors.items():
+        report.errors[f"project {size}"] = error
+
+
 # -- where `hutch exec` spends its imports -------------------------------------------------
 
 
@@ -439,6 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="cold builds of each recipe, alternating which goes first (default 1)",
     )
+    parser.add_argument("--project-sizes", type=project_launch.size_list, metavar="LIST",
+                        help="project fixtures, comma-separated, of "
+                        f"{','.join(project_launch.SIZES)} (default: all; --quick: "
+                        f"{','.join(project_launch.QUICK_SIZES)})")  # fmt: skip
+    parser.add_argument("--project-runs", type=positive, metavar="N",
+                        help=f"rounds per project size (default {project_launch.RUNS}; "
+                        f"--quick: {project_launch.QUICK_RUNS})")  # fmt: skip
+    parser.add_argument("--fixtures", type=Path, default=None,
+                        help="project fixture cache (default: see bench/fixtures.py)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json",
                         help="where to write the results (default bench/results/latest.json)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -455,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(exist_ok=True)
     report = Report(dt.datetime.now().astimezone().isoformat(timespec="seconds"), machine())
     say(f"sections: {', '.join(sections)}; logs in {logs}")
+    project_sizes = args.project_sizes or list(
+        project_launch.QUICK_SIZES if args.quick else project_launch.SIZES
+    )
+    project_runs = project_launch.runs_for(project_sizes, args.project_runs, args.quick)
     steps: dict[str, Callable[[], None]] = {
         "startup": lambda: bench_startup(report, args.runs),
         "uptodate": lambda: bench_uptodate(report, args.runs),
@@ -462,13 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         "build": lambda: bench_build(report, logs, args.build_rounds),
         "proxy": lambda: bench_proxy(report, logs),
         "scan": lambda: bench_scan(report, logs),
+        "project": lambda: bench_project(
+            report, project_sizes, project_runs, args.fixtures or fixtures.default_dir()
+        ),
     }
     for name in sections:
         say(f"{name} ...")
         started = time.perf_counter()
         try:
             steps[name]()
-        except (BenchError, build_bench.BuildBenchError, OSError, ValueError, KeyError,
+        except (BenchError, build_bench.BuildBenchError, project_launch.BenchError,
+                fixtures.FixtureError, OSError, ValueError, KeyError,
                 subprocess.SubprocessError) as err:  # fmt: skip
             detail = getattr(err, "stderr", None) or ""
             report.errors[name] = f"{err} {str(detail).strip()[-300:]}".strip()

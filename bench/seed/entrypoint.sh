@@ -1,6 +1,7 @@
 #!/bin/bash
-# The seed article's entrypoint.sh, verbatim (flaws included): bench/run only
-# builds it into the seed image for the size and build-time comparison.
+# The seed article's entrypoint.sh, verbatim (flaws included): build_bench.py
+# builds it into the seed image; project_launch.py runs it on hutch's image
+# with its last line's sudo swapped for setpriv (see seed_entrypoint there).
 # Create a user with the same UID/GID as the host user
 # This ensures files created in the container have the correct ownership
 USER_NAME="${HOST_USER:-claude-user}"

@@ -8,6 +8,7 @@ useful failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -149,12 +150,19 @@ def ensure_image(
         if os.path.exists(marker) and not ask:
             return False
         if ws.engine.image_id(recipe.tag):
-            touch_in(marker)
+            _mark(marker)
             return False
     build(ws.engine, recipe, log_dir=os.path.join(ws.dirs.state, "builds"), no_cache=no_cache,
           quiet=ws.quiet, proxy=ws.settings.build_proxy)  # fmt: skip
-    touch_in(marker)
+    _mark(marker)
     return True
+
+
+def _mark(marker: str) -> None:
+    # A cache of "this image was seen": where it cannot be written (a full or
+    # read-only state dir), the engine is asked again next time.
+    with contextlib.suppress(OSError):
+        touch_in(marker)
 
 
 def forget_image(ws: Workspace, recipe: Recipe) -> None:

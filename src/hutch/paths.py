@@ -203,11 +203,9 @@ def replace_text(
 
 
 def write_private(path: str, text: str) -> None:
-    """Create or overwrite one of hutch's own files: 0600, in 0700 directories."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Create or overwrite one of hutch's own files: 0600, in 0700 directories,
+    whole or not at all (a full disk leaves the old file or none, never a torn one)."""
+    replace_text(path, text)
 
 
 def touch(path: str, mode: int = 0o666) -> None:

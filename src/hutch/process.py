@@ -135,21 +135,34 @@ def stream(
         return proc.wait()
 
 
+# How long a session has to end after hutch forwarded it a signal.
+GRACE = 10.0
+
+
+class Outcome(NamedTuple):
+    """How a foreground session ended."""
+
+    status: int
+    signum: int | None  # the first signal received, if any
+    killed: bool  # it outlived the grace period after that signal and was killed
+
+
 def foreground(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
     *,
     own_group: bool,
     on_signal: Callable[[int], None],
-    grace: float = 10.0,
+    grace: float = GRACE,
     on_started: Callable[[], None] | None = None,
-) -> tuple[int, int | None]:
+) -> Outcome:
     """Run a session in the foreground, forwarding termination signals.
 
     own_group puts the child in its own process group, so that a terminal's
     Ctrl-C reaches hutch once and is forwarded once; with a terminal attached
     the child must stay in the foreground group to own the tty.
-    Returns (exit status, first signal received or None). on_signal runs once,
+    Returns the exit status, the first signal received (or None) and whether
+    the child was killed after the grace period. on_signal runs once,
     after the child is gone or grace seconds after the first signal if it is
     not, when a signal arrived (for cleanup). FileNotFoundError if argv[0] is
     missing.
@@ -190,7 +203,7 @@ def foreground(
     if first is not None and not cleaned:
         on_signal(first)
     code = os.waitstatus_to_exitcode(status)
-    return (128 - code if code < 0 else code), first
+    return Outcome(128 - code if code < 0 else code, first, cleaned)
 
 
 def _wait(

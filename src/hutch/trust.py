@@ -105,6 +105,9 @@ NARROWING: dict[str, Rule] = {
     "network.mode": _closer_to_none,
     "network.allow": _subset,  # an IP literal or any new host is wider
     "network.allow_private": _subset,
+    # Unlogged connections when the disk is full (which the sandbox can bring
+    # about through the project) need the user's word.
+    "network.audit": _only("required"),
     "secrets.mask": _any,  # added to the user's patterns (config.load.PROJECT_ADDS)
     "secrets.unmask": _subset,
 }

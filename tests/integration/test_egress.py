@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shlex
 import socket
 import ssl
 import subprocess
@@ -50,16 +52,21 @@ def outside() -> Iterator[int]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A TLS server on loopback with a self-signed certificate for "localhost"."""
-    directory = tmp_path_factory.mktemp("tls")
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway certificate for name, and its key."""
     key, cert = directory / "key.pem", directory / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+         "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A TLS server on loopback with a self-signed certificate for "localhost"."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"), "localhost")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -257,3 +264,82 @@ def test_proxy_runs_unprivileged_when_hutch_is_root(hutch: Hutch, project: Path)
     finally:
         proc.send_signal(15)
         proc.wait(timeout=60)
+
+
+# -- the default allowlist: the agent's API host, npm and PyPI -----------------------
+
+CONNECT_AND_STATUS = "-o /dev/null -w '%{http_connect} %{http_code}'"
+
+
+@pytest.mark.engines("docker")
+def test_default_allowlist_reaches_npm_and_pypi(hutch: Hutch, project: Path) -> None:
+    # The registries answer from this machine; every other host is denied at CONNECT.
+    urls = {
+        "npm": "https://registry.npmjs.org/-/ping",
+        "pypi": "https://pypi.org/simple/pip/",
+        "pypi-files": "https://files.pythonhosted.org/",
+        "control": "https://example.com/",
+    }
+    script = "; ".join(f"echo {key} $(curl -sS -m 30 {CONNECT_AND_STATUS} {u})" for key, u in urls.items())
+    result = sh(hutch, project, script)
+    seen = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert seen["npm"] == "200 200", result.stdout + result.stderr
+    assert seen["pypi"] == "200 200", result.stdout + result.stderr
+    # The files host answers its root with whatever it likes; it answered through the tunnel.
+    connect, status = seen["pypi-files"].split()
+    assert connect == "200" and status != "000", result.stdout + result.stderr
+    assert seen["control"] == "403 000", result.stdout
+
+
+STAND_IN = """
+import http.server, ssl, sys
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"stand-in for the agent's API"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.HTTPServer(("203.0.113.7", 443), Handler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.engines("docker")
+def test_default_allowlist_reaches_the_agents_api_host(
+    engine: Engine, hutch: Hutch, project: Path, tmp_path: Path
+) -> None:
+    """The agent's API host is on the allowlist with no config at all. It does not answer
+    from here, so hutch runs in a network and mount namespace of the test's own where
+    api.anthropic.com (and, for the control, a host that is not listed) name a stand-in
+    at 203.0.113.7:443, a documentation address the proxy does not treat as private."""
+    assert os.geteuid() == 0, "namespaces need root; CI runs as root"
+    cert, key = self_signed(tmp_path, "api.anthropic.com")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n203.0.113.7 api.anthropic.com not-listed.example\n")
+    (tmp_path / "stand_in.py").write_text(STAND_IN)
+    probe = "; ".join(
+        f"echo {name} $(curl -sSk -m 30 {CONNECT_AND_STATUS} https://{name}/)"
+        for name in ("api.anthropic.com", "not-listed.example")
+    )
+    argv, env = hutch.command(["-q", "exec", "--", "sh", "-c", probe], None)
+    wrapper = (
+        "set -e; ip link set lo up; ip addr add 203.0.113.7/32 dev lo; "
+        f"mount --bind {hosts} /etc/hosts; "
+        f"python3 {tmp_path / 'stand_in.py'} {cert} {key} > {tmp_path / 'ready'} 2>&1 & server=$!; "
+        f"while ! grep -q ready {tmp_path / 'ready'} 2>/dev/null; do sleep 0.1; done; "
+        f'set +e; {" ".join(shlex.quote(a) for a in argv)}; status=$?; kill $server; exit $status'
+    )
+    result = subprocess.run(["unshare", "--mount", "--net", "sh", "-c", wrapper], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+    seen = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert seen.get("api.anthropic.com") == "200 200", result.stdout + result.stderr
+    # Control: the same address under a name the allowlist does not hold.
+    assert seen.get("not-listed.example") == "403 000", result.stdout + result.stderr
+    logged = {(e["host"], e["decision"], e["rule"]) for e in events(hutch)}
+    assert ("api.anthropic.com", "allow", "api.anthropic.com") in logged
+    assert ("not-listed.example", "deny", None) in logged

@@ -91,6 +91,80 @@ def test_exec_runs_the_sandbox_and_passes_its_status_through(
     assert (record["session"], record["project"], record["status"]) == (plan.session, str(project), 7)
 
 
+def test_losing_the_engine_records_the_status_hutch_returns(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hutch.errors import EXIT_ENGINE, EngineUnavailable
+
+    def image_id(tag: str) -> str | None:
+        if fake_engine.plans:  # after the run: the daemon is gone
+            raise EngineUnavailable("Cannot connect to the fake daemon")
+        return "sha256:fake"
+
+    fake_engine.status = 125  # what the client says when its daemon goes away
+    monkeypatch.setattr(fake_engine, "image_id", image_id)
+    assert main(["exec", "--network", "none", "--", "true"]) == EXIT_ENGINE
+    [plan] = fake_engine.plans
+    record = json.loads((isolated.hutch_state / "audit" / f"{plan.session}.json").read_text())
+    assert record["status"] == EXIT_ENGINE  # the control above: a status that passes through
+
+
+def test_records_that_cannot_be_written_never_change_the_status(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Files where hutch's record directories should be: every write there fails.
+    isolated.hutch_state.mkdir(parents=True, exist_ok=True)
+    for name in ("sessions", "audit"):
+        (isolated.hutch_state / name).write_text("in the way\n")
+    fake_engine.status = 7
+    assert main(["exec", "--network", "none", "--", "true"]) == 7
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert f"cannot record the running session in {isolated.hutch_state / 'sessions'}" in err
+    assert f"cannot write the session's audit record in {isolated.hutch_state / 'audit'}" in err
+
+
+def test_audit_reads_what_remains_of_a_damaged_record(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hutch.egress.audit import AuditLog
+
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    [plan] = fake_engine.plans
+    (isolated.hutch_state / "audit" / f"{plan.session}.json").write_text("")  # emptied
+    with AuditLog(isolated.hutch_state / "audit" / f"{plan.session}.egress.jsonl", plan.session) as log:
+        log.record(host="a.example", port=443, decision="allow", reason="allowed by rule", rule=None,
+                   bytes_up=1, bytes_down=2, method="CONNECT")  # fmt: skip
+    capsys.readouterr()
+    assert main(["audit", plan.session]) == 0
+    out, err = capsys.readouterr()
+    assert "cannot be read" in err and "1 connections: 1 allowed, 0 denied." in out
+
+
+def test_config_init_on_a_full_disk_leaves_nothing_and_works_once_there_is_room(
+    project: Path, tmp_path: Path
+) -> None:
+    import resource
+    import sys
+
+    def full_disk() -> None:  # in the child: files may not grow past 100 bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    argv = [sys.executable, "-c", "from hutch.cli import entry; entry()", "config", "init"]
+    env = {**os.environ}
+    for _ in range(2):  # and again: no empty hutch.toml stands in the way
+        done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True,
+                              preexec_fn=full_disk, check=False)  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"cannot write {project / 'hutch.toml'}" in done.stderr
+        assert "config init` again" in done.stderr
+        assert not [n for n in os.listdir(project) if n.startswith("hutch.toml")]
+    # Control: with room, the same command writes the template.
+    done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (project / "hutch.toml").read_text().startswith("#")
+
+
 def test_exec_in_allowlist_mode_serves_the_proxy_for_the_session(
     fake_engine: FakeEngine, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -159,6 +233,33 @@ def test_audit_shows_the_latest_session_of_this_project(
     assert main(["audit", plan.session, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["masked_files"] == [".env"] and record["connections"] == []
+
+
+def test_audit_streams_the_sessions_connections_and_skips_damaged_lines(
+    fake_engine: FakeEngine, project: Path, isolated: Isolated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hutch.egress.audit import AuditLog
+
+    assert main(["exec", "--network", "none", "--", "true"]) == 0
+    [plan] = fake_engine.plans
+    path = isolated.hutch_state / "audit" / f"{plan.session}.egress.jsonl"
+    with AuditLog(path, plan.session) as log:
+        for host, decision in (("a.example", "allow"), ("evil.example", "deny"), ("2001:db8::1", "deny")):
+            log.record(host=host, port=443, decision="allow" if decision == "allow" else "deny",
+                       reason=f"{decision} reason", rule=None, bytes_up=1, bytes_down=2,
+                       method="CONNECT")  # fmt: skip
+    with path.open("a") as file:
+        file.write('{"time": "torn\n')
+    capsys.readouterr()
+    assert main(["audit", plan.session]) == 0
+    out = capsys.readouterr().out
+    assert "3 connections: 1 allowed, 2 denied." in out
+    assert "1 line(s) of the log could not be read" in out
+    assert "[2001:db8::1]:443  1 denied" in out and "evil.example:443  1 denied" in out
+    assert main(["audit", plan.session, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [c["host"] for c in record["connections"]] == ["a.example", "evil.example", "2001:db8::1"]
+    assert record["session"] == plan.session
 
 
 def test_audit_without_a_session_says_what_to_do(

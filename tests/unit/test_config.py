@@ -25,6 +25,7 @@ def test_defaults_without_files(tmp_path: Path) -> None:
     s = load_settings(dirs(tmp_path), tmp_path)
     assert s.agent == "claude"
     assert s.network_mode == "allowlist"
+    assert s.network_audit == "required"
     assert s.base == "debian:bookworm-slim"
     assert s.ca_certificates == "host"
     assert s.merged.origins["network.mode"] == "default"
@@ -71,6 +72,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
         ("[sandbox]\npids = -1\n", "pids"),
         ("[sandbox]\npids = true\n", "pids"),
         ('[network]\nmode = "closed"\n', "mode"),
+        ('[network]\naudit = "sometimes"\n', "[network] audit"),
         ('[network]\nallow = "api.github.com"\n', "allow"),
         ("[image]\npackages = [1]\n", "packages[0]"),
         ('[image]\npackages = ["rm -rf /"]\n', "packages[0]"),

@@ -139,3 +139,31 @@ def test_group_write_counts_unless_the_group_is_the_users_own_private_one() -> N
     if any(m != user for m in members):
         pytest.skip("the runner's own group has other members here")
     assert not others_can_write(st(0o40775, os.getegid()))
+
+
+FULL_DISK = """
+import resource, sys
+from hutch.paths import write_private
+# The file may not grow past 10 bytes: writes beyond fail (EFBIG), as on a full disk.
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    write_private(sys.argv[1], "a record much longer than ten bytes\\n")
+except OSError as err:
+    print(err.errno)
+"""
+
+
+def test_a_record_write_that_fails_leaves_the_old_record_or_none(tmp_path: Path) -> None:
+    import errno
+    import subprocess
+    import sys
+
+    fresh, old = tmp_path / "fresh.json", tmp_path / "old.json"
+    old.write_text("the old record\n")
+    for target in (fresh, old):
+        done = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        assert done.stdout.strip() == str(errno.EFBIG)
+    # Nothing torn, no 0-byte file, no temporary file: a reader sees the old file or none.
+    assert sorted(os.listdir(tmp_path)) == ["old.json"]
+    assert old.read_text() == "the old record\n"

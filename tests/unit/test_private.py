@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hutch import private
-from hutch.private import SUN_PATH_MAX, bind_unix
 from hutch.errors import SetupFailed
 from hutch.paths import Dirs, replace_text, touch_in, write_private
+from hutch.private import SUN_PATH_MAX, bind_unix
 
 
 def dirs(tmp_path: Path) -> Dirs:

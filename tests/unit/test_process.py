@@ -23,8 +23,8 @@ def send():
 timer = threading.Timer({delay}, send)
 timer.daemon = True
 timer.start()
-status, first = foreground({argv!r}, None, own_group=True, on_signal=cleaned.append, grace={grace})
-print(status, first, cleaned)
+status, first, killed = foreground({argv!r}, None, own_group=True, on_signal=cleaned.append, grace={grace})
+print(status, first, cleaned, killed)
 """
 
 
@@ -38,19 +38,19 @@ def _drive(argv: list[str], delay: float, grace: float) -> tuple[str, float]:
 
 def test_status_passes_through_without_signals() -> None:
     out, _ = _drive(["sh", "-c", "exit 42"], delay=30, grace=5)
-    assert out == "42 None []"
+    assert out == "42 None [] False"
 
 
 def test_forwarded_signal_ends_the_child() -> None:
     out, _ = _drive(["sh", "-c", "exec sleep 20"], delay=0.3, grace=5)
-    assert out == f"{128 + 15} 15 [15]"
+    assert out == f"{128 + 15} 15 [15] False"
 
 
 def test_child_that_ignores_the_signal_is_killed_after_the_grace_period() -> None:
     # The control above ends at once; this child ignores SIGTERM, so it is
     # cleaned up after and killed once grace runs out, instead of waited for.
     out, took = _drive(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], delay=0.3, grace=1)
-    assert out == f"{128 + 9} 15 [15]"
+    assert out == f"{128 + 9} 15 [15] True"  # killed: hutch says so
     assert took < 10
 
 

@@ -81,8 +81,15 @@ def config_init(project_flag: str | None, *, quiet: bool, force: bool) -> int:
         raise HutchError(f"{path} exists; leaving it as it is", "pass --force to replace it")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file", "remove it, then run `hutch config init`")
-    # Replaced whole: a link there is replaced, not written through.
-    replace_text(str(path), TEMPLATE, mode=0o644)
+    # Replaced whole: a link there is replaced, not written through; a write
+    # that fails (a full disk) leaves no file behind.
+    try:
+        replace_text(str(path), TEMPLATE, mode=0o644)
+    except OSError as err:
+        raise HutchError(
+            f"cannot write {path}: {err.strerror or err}",
+            f"make room in {path.parent} or make it writable, then run `hutch config init` again",
+        ) from err
     if not quiet:
         print(f"hutch: wrote {path}", file=sys.stderr)
     return 0

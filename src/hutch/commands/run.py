@@ -8,14 +8,16 @@ foreground, then stop the proxy, clean up and report what changed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
 from hutch import homes, images, process, sessions
-from hutch.errors import SetupFailed
+from hutch.errors import EXIT_INTERRUPTED, HutchError, SetupFailed
 from hutch.hostfacts import host_facts
 from hutch.paths import touch_in
 from hutch.plan import build_run_plan, parse_mount
@@ -69,7 +71,14 @@ def execute(ws: Workspace, request: RunRequest) -> int:
     protection = _protect(ws, session_id, no_mask=request.no_mask, quick=not request.dry_run)
     for warning in protection.prepared.warnings:
         ws.warn(warning)
-    runtime = make_runtime_dir(ws.dirs, session_id)
+    try:
+        runtime = make_runtime_dir(ws.dirs, session_id)
+    except OSError as err:
+        raise SetupFailed(
+            f"cannot create the session's runtime directory: {err}",
+            "it lives in $XDG_RUNTIME_DIR, else in hutch's state directory: make room there, "
+            "or make it writable",
+        ) from err
     egress = None
     launched = False
     status = 1
@@ -83,6 +92,7 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 allow_private=s.allow_private,
                 runtime_dir=runtime,
                 audit=audit_path(ws.dirs.state, session_id),
+                audit_mode=ws.settings.network_audit,
                 session=session_id,
             )
         for attempt in range(2):
@@ -109,7 +119,14 @@ def execute(ws: Workspace, request: RunRequest) -> int:
                 user_mounts=asked))  # fmt: skip
             launched = True
             ready = protection.gate_ready
-            status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready)
+            try:
+                status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready)
+            except HutchError as err:
+                status = err.exit_code  # the record says what hutch returns
+                raise
+            except KeyboardInterrupt:
+                status = EXIT_INTERRUPTED
+                raise
             if attempt == 0 and protection.stale():
                 # Held at the gate, nothing ran: the project changed since the
                 # last walk in a way that changes the plan. Walk it, start again.
@@ -253,7 +270,8 @@ def _warn_once(ws: Workspace, key: str, message: str) -> None:
     if os.path.exists(marker):
         return
     ws.warn(message)
-    touch_in(marker)
+    with contextlib.suppress(OSError):  # said again next time
+        touch_in(marker)
 
 
 def launch(
@@ -286,45 +304,67 @@ def launch(
             on_ready()  # the start gate may now answer: the proxy listens
         if not records:
             sessions.reap_stale(ws.dirs, engine)
-            records.append(sessions.record_session(
-                ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
-            ))  # fmt: skip
+            try:
+                records.append(sessions.record_session(
+                    ws.dirs, plan, project=ws.project, engine=engine.name, runtime_dir=runtime_dir
+                ))  # fmt: skip
+            except OSError as err:
+                # Only for cleaning up after a killed hutch: the session runs without it.
+                records.append("")
+                ws.warn(
+                    f"cannot record the running session in {ws.dirs.sessions()} ({err.strerror}); "
+                    "it runs anyway (if hutch is killed, `hutch gc` removes what it leaves behind)"
+                )
 
-    def run() -> tuple[int, int | None]:
+    def run() -> process.Outcome:
         return process.foreground(engine.run_argv(plan), env, own_group=own_group, on_signal=cleanup,
                                   on_started=started)  # fmt: skip
 
     try:
-        status, signum = run()
-        if status == 125 and signum is None and not engine.image_id(plan.image):
+        outcome = run()
+        if outcome.status == 125 and outcome.signum is None and not engine.image_id(plan.image):
             # The image went away behind hutch's back (pruned): build it and retry once.
             images.forget_image(ws, recipe)
             images.ensure_image(ws, recipe)
             if egress is not None:
                 egress.finish()
-            status, signum = run()
+            outcome = run()
+        if outcome.killed and outcome.signum is not None:
+            name = signal.Signals(outcome.signum).name
+            ws.warn(
+                f"the sandbox did not stop within {process.GRACE:.0f} s of {name}, "
+                f"so hutch killed it (exit status {outcome.status})"
+            )
     except FileNotFoundError as err:
         raise SetupFailed(
             f"{engine.binary} is not installed (not found on PATH)", engine.install_hint
         ) from err
     finally:
-        for record in records:
+        for record in filter(None, records):
             sessions.remove_record(record)
-    return status
+    return outcome.status
 
 
 def _report(ws: Workspace, protection: Protection, *, agent: str, session: str, status: int, denied: int,
             interactive: bool) -> None:  # fmt: skip
     """After the session: the .git layer carried back, what changed in the
     host-executed surface (held or reported), what was denied."""
-    from hutch.guard import terminal_ask, write_record
+    from hutch.guard import audit_dir, terminal_ask, write_record
 
     ask = terminal_ask if interactive and sys.stdin.isatty() and sys.stderr.isatty() else None
     outcome = protection.finish(surface=ws.settings.surface, ask=ask)
-    write_record(
-        ws.dirs.state, session=session, project=ws.project, agent=agent,
-        prepared=protection.prepared, outcome=outcome, status=status,
-    )
+    try:
+        write_record(
+            ws.dirs.state, session=session, project=ws.project, agent=agent,
+            prepared=protection.prepared, outcome=outcome, status=status,
+        )
+    except OSError as err:
+        # The session's own status stands; only `hutch audit` will not know it.
+        ws.warn(
+            f"cannot write the session's audit record in {audit_dir(ws.dirs.state)} "
+            f"({err.strerror}), so `hutch audit` will not know this session: make room there, "
+            "or make it writable"
+        )
     _tell(ws, outcome, session)
     if denied:
         ws.warn(

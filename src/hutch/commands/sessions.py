@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from hutch import homes, sessions
@@ -68,7 +69,7 @@ def _recover(ws: Workspace) -> None:
 
 
 def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
-    from hutch.egress.audit import AuditReadError, format_summary, read_events, summarise
+    from hutch.egress.audit import EventReader, format_summary, summarise, write_json
     from hutch.egress.session import audit_path
     from hutch.guard import audit_dir
 
@@ -81,7 +82,7 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if data.get("project") == str(ws.project):
+            if isinstance(data, dict) and data.get("project") == str(ws.project):
                 session_id = str(data.get("session"))
                 break
         else:
@@ -95,14 +96,18 @@ def audit(ws: Workspace, session_id: str | None, *, as_json: bool) -> int:
         raise HutchError(f"no audit record for session {session_id!r}", "`hutch ps` lists sessions")
     record: dict[str, object] = {}
     if record_path.exists():
-        record = json.loads(record_path.read_text())
-    try:
-        events = read_events(egress_path) if egress_path.exists() else []
-    except AuditReadError as err:
-        raise HutchError(str(err), "the audit file is damaged; it is plain JSON lines") from err
+        try:
+            loaded = json.loads(record_path.read_text())
+        except (OSError, ValueError) as err:
+            # Torn or emptied (a full disk, an older hutch): the connections still tell.
+            ws.warn(f"the session's record {record_path} cannot be read ({err}); showing what remains")
+        else:
+            if isinstance(loaded, dict):
+                record = loaded
+    # Streamed, a line at a time: a session's log may be megabytes.
+    events = EventReader(egress_path)
     if as_json:
-        record["connections"] = [e.__dict__ for e in events]
-        print(json.dumps(record, indent=1))
+        write_json(record, events, sys.stdout)
         return 0
     summary = summarise(events)
     print(f"session {session_id}  project {record.get('project', '?')}  agent {record.get('agent', '?')}")

@@ -40,6 +40,7 @@ class Settings(NamedTuple):
     network_mode: str
     allow: tuple[str, ...]
     allow_private: tuple[str, ...]
+    network_audit: str
     mask: tuple[str, ...]
     unmask: tuple[str, ...]
     custom_agents: Mapping[str, Mapping[str, ConfigValue]]

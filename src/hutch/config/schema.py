@@ -251,6 +251,12 @@ SCHEMA: dict[str, Key] = {
     "network.allow_private": Key(
         allow_entries, (), "names allowed although they resolve to private addresses"
     ),
+    "network.audit": Key(
+        choice("required", "best-effort"),
+        "required",
+        "when the audit log cannot be written: refuse new connections, or let them through unlogged",
+        "network_audit",
+    ),
     "secrets.mask": Key(mask_patterns, (), "extra secret-file patterns"),
     "secrets.unmask": Key(mask_patterns, (), "patterns exempted from masking"),
 }

@@ -17,15 +17,17 @@ import os
 import socket
 import stat
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
 from hutch.egress.audit import AuditLog
 from hutch.egress.policy import Policy
-from hutch.private import bind_unix
 from hutch.egress.relay import MAX_BULK_FLOWS, Relay
 from hutch.errors import SetupFailed
+from hutch.private import bind_unix
 
 log = logging.getLogger("hutch.egress")
 
@@ -34,6 +36,41 @@ STOP_TIMEOUT = 10.0
 ACCEPT_BURST = 256
 # Accept errors that mean "out of resources for now": back off instead of spinning.
 _ACCEPT_BACKOFF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# The proxy runs on the host, outside the sandbox's CPU limit: what the sandbox
+# makes it do is capped at this share of one core on average, after a burst of
+# CPU_BURST seconds (a cold `npm install` stays inside the burst).
+CPU_SHARE = 0.5
+CPU_BURST = 10.0
+BUDGET_TICK = 0.02
+MAX_PAUSE = 0.25
+
+
+class CpuBudget:
+    """A token bucket of CPU seconds, refilled at `share` of a core and holding at most `burst`.
+
+    `cpu` is the clock of the thread being limited, `wall` a monotonic clock.
+    """
+
+    def __init__(
+        self,
+        share: float,
+        burst: float,
+        *,
+        cpu: Callable[[], float] = time.thread_time,
+        wall: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.share, self.burst = share, burst
+        self._cpu, self._wall = cpu, wall
+        self._tokens = burst
+        self._last_cpu, self._last_wall = cpu(), wall()
+
+    def overdraft(self) -> float:
+        """How long to pause (CPU unused) to get back within the budget; 0 when within it."""
+        cpu, wall = self._cpu(), self._wall()
+        earned = self.share * (wall - self._last_wall)
+        self._tokens = min(self.burst, self._tokens + earned - (cpu - self._last_cpu))
+        self._last_cpu, self._last_wall = cpu, wall
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.share
 
 
 class EgressProxy:
@@ -49,6 +86,8 @@ class EgressProxy:
         head_timeout: float = 30.0,
         socket_mode: int = 0o600,
         max_connections: int = 4096,
+        cpu_share: float | None = CPU_SHARE,
+        cpu_burst: float = CPU_BURST,
     ) -> None:
         self.policy = policy
         self.socket_path = socket_path
@@ -68,6 +107,9 @@ class EgressProxy:
         self._listener: socket.socket | None = None
         self._accepting = False
         self._starved = False  # out of descriptors; warned once per episode
+        self._cpu_share = cpu_share
+        self._cpu_burst = cpu_burst
+        self._throttled = False  # warned once per session
 
     @property
     def open_connections(self) -> int:
@@ -183,6 +225,9 @@ class EgressProxy:
         self._stopping = asyncio.Event()
         self._listener = listener
         self._resume_accepting()
+        if self._cpu_share is not None:
+            budget = CpuBudget(self._cpu_share, self._cpu_burst)
+            asyncio.get_running_loop().call_later(BUDGET_TICK, self._keep_budget, budget)
         ready.set()
         await self._stopping.wait()
         self._pause_accepting()
@@ -190,6 +235,20 @@ class EgressProxy:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _keep_budget(self, budget: CpuBudget) -> None:
+        pause = budget.overdraft()
+        if pause > 0:
+            if not self._throttled:
+                self._throttled = True
+                log.warning(
+                    "hutch: warning: the sandbox's connections keep the egress proxy busy beyond "
+                    "%d%% of a core; slowing them down",
+                    round(100 * budget.share),
+                )
+            # Blocking on purpose: every connection waits, which is the throttle.
+            time.sleep(min(pause, MAX_PAUSE))
+        asyncio.get_running_loop().call_later(BUDGET_TICK, self._keep_budget, budget)
 
     def _resume_accepting(self) -> None:
         if self._accepting or self._stopping is None or self._stopping.is_set():

@@ -3,6 +3,14 @@
 Sockets are driven directly (`sock_recv` / `sock_sendall`) rather than through
 streams, one large read and one write per chunk; a flow that turns out to be
 bulk moves to splice(2) through a pipe, so its bytes never enter Python at all.
+
+Inside the sandbox, tools reach the proxy at a loopback TCP address. The relay
+there does not copy bytes: it hands each accepted TCP socket over the Unix
+socket (SCM_RIGHTS, after one NUL byte), and the proxy serves that socket
+directly. What is handed over comes from the sandbox, so it is checked: one
+descriptor, a connected TCP socket, lingering switched off (a long linger
+would make closing it block the proxy). A client may also speak HTTP on the
+Unix socket itself.
 """
 
 from __future__ import annotations
@@ -10,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 import socket
+import struct
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -38,15 +46,7 @@ from hutch.egress.policy import (
     plaintext_denial,
     sni_denial,
 )
-from hutch.egress.tls import (
-    MAX_CLIENT_HELLO,
-    ClientHello,
-    ClientHelloError,
-    looks_like_tls,
-    parse_client_hello,
-)
-
-log = logging.getLogger("hutch.egress")
+from hutch.egress.tls import ClientHello, ClientHelloError, ClientHelloReader, looks_like_tls
 
 BUFFER = 256 * 1024
 # A read this large means a bulk transfer (small reads are interactive traffic).
@@ -59,6 +59,8 @@ _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 # A fatal TLS alert record: level 2 (fatal), description 49 (access_denied).
 TLS_ACCESS_DENIED = b"\x15\x03\x03\x00\x02\x02\x31"
+# What the sandbox's loopback relay sends along with the socket it hands over.
+HANDOFF = b"\0"
 
 
 class _Denied(Exception):
@@ -109,36 +111,33 @@ class Relay:
     async def serve(self, client: socket.socket) -> None:
         """Handle one accepted client to the end and write its audit line; never raises OSError."""
         conn = _Conn()
-        upstream: list[socket.socket] = []
+        held: list[socket.socket] = []  # a handed-over client, the upstream
         try:
-            await self._handle(client, conn, upstream)
+            await self._handle(client, conn, held)
         except (OSError, TimeoutError):
             pass  # a reset or a stalled peer ends the connection; the audit line says the rest
         finally:
             client.close()
-            for sock in upstream:
+            for sock in held:
                 sock.close()
             if conn.verdict is not None:
-                try:
-                    self.audit.record(
-                        host=conn.host,
-                        port=conn.port,
-                        decision=conn.verdict,
-                        reason=conn.reason,
-                        rule=conn.rule,
-                        bytes_up=conn.bytes_up,
-                        bytes_down=conn.bytes_down,
-                        method=conn.method,
-                    )
-                except OSError as err:
-                    log.error("egress proxy: cannot write the audit log: %s", err)
+                self.audit.record(
+                    host=conn.host,
+                    port=conn.port,
+                    decision=conn.verdict,
+                    reason=conn.reason,
+                    rule=conn.rule,
+                    bytes_up=conn.bytes_up,
+                    bytes_down=conn.bytes_down,
+                    method=conn.method,
+                )
 
-    async def _handle(self, client: socket.socket, conn: _Conn, upstream: list[socket.socket]) -> None:
+    async def _handle(self, client: socket.socket, conn: _Conn, held: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
-        raw = await self._read_head(client, conn)
+        raw = await self._read_head(client, conn, held)
         if raw is None:
             return
-        head_bytes, extra = raw
+        client, head_bytes, extra = raw
         try:
             head = parse_request_head(head_bytes)
         except HttpParseError as err:
@@ -162,16 +161,23 @@ class Relay:
             # The same rule as for tunnels: a TLS port carries TLS, not our plain HTTP.
             decision = decision._replace(allowed=False, reason=why, kind="traffic")
             conn.apply(decision)
+        if decision.kind == "unresolved":
+            # Not the policy's doing: the name is allowed, the lookup failed.
+            await self._upstream_failed(client, conn, decision.reason)
+            return
         if not decision.allowed:
             body = denial_message(head.method, decision)
             await self._respond(client, simple_response(403, "Forbidden", body))
             return
-        sock = await self._connect(decision, conn)
-        if sock is None:
-            body = f"hutch could not connect to {decision.target}: {conn.reason}.\n"
-            await self._respond(client, simple_response(502, "Bad Gateway", body))
+        if (why := self.audit.refusal()) is not None:
+            # Only what would pass is refused: a denial lets nothing out, logged or not.
+            await self._refuse(client, conn, 503, "Service Unavailable", why)
             return
-        upstream.append(sock)
+        sock = await self._connect(decision)
+        if isinstance(sock, str):
+            await self._upstream_failed(client, conn, f"could not connect to {decision.target}: {sock}")
+            return
+        held.append(sock)
         if target is None:
             await loop.sock_sendall(client, ESTABLISHED)
             await self._tunnel(client, sock, conn, decision, extra)
@@ -184,13 +190,27 @@ class Relay:
             # The origin closes after one response (we sent Connection: close).
             await self._join(up, down, grace=0.0)
 
-    async def _read_head(self, client: socket.socket, conn: _Conn) -> tuple[bytes, bytes] | None:
+    async def _read_head(
+        self, client: socket.socket, conn: _Conn, held: list[socket.socket]
+    ) -> tuple[socket.socket, bytes, bytes] | None:
+        """Read a request head from the client, or from the socket it hands over first.
+
+        Returns the socket to answer, the head, and the bytes that followed it.
+        """
         loop = asyncio.get_running_loop()
         buf = bytearray()
         try:
             async with asyncio.timeout(self.head_timeout):
-                while True:
+                chunk, fds, flags = await _recv_fds(loop, client, MAX_HEAD + len(HEAD_END))
+                if fds:
+                    handed = _handed_socket(chunk, fds, flags)
+                    if handed is None:
+                        _deny(conn, "the loopback relay handed over something other than a TCP connection")
+                        return None
+                    held.append(handed)
+                    client = handed
                     chunk = await loop.sock_recv(client, MAX_HEAD + len(HEAD_END))
+                while True:
                     if not chunk:
                         if buf:
                             _deny(conn, "connection closed before the request head ended")
@@ -199,7 +219,7 @@ class Relay:
                     buf += chunk
                     split = find_head_end(buf, start)
                     if 0 <= split <= MAX_HEAD:
-                        return bytes(buf[:split]), bytes(buf[split:])
+                        return client, bytes(buf[:split]), bytes(buf[split:])
                     if len(buf) >= MAX_HEAD:
                         await self._refuse(
                             client,
@@ -209,6 +229,7 @@ class Relay:
                             f"request head larger than {MAX_HEAD} bytes",
                         )
                         return None
+                    chunk = await loop.sock_recv(client, MAX_HEAD + len(HEAD_END))
         except TimeoutError:
             if buf:
                 _deny(conn, "timed out waiting for the request head")
@@ -228,7 +249,13 @@ class Relay:
         except TimeoutError:
             return Decision(False, f"timed out resolving {host}", None, host, port, (), "unresolved")
 
-    async def _connect(self, decision: Decision, conn: _Conn) -> socket.socket | None:
+    async def _upstream_failed(self, client: socket.socket, conn: _Conn, why: str) -> None:
+        conn.verdict, conn.reason = "allow", f"upstream failed: {why}"
+        body = f"hutch: upstream failed: {why}.\n"
+        await self._respond(client, simple_response(502, "Bad Gateway", body))
+
+    async def _connect(self, decision: Decision) -> socket.socket | str:
+        """A socket connected to one of the decision's addresses, or why there is none."""
         loop = asyncio.get_running_loop()
         failures: list[str] = []
         for address in decision.addresses:
@@ -253,8 +280,7 @@ class Relay:
             finally:
                 if not connected:
                     sock.close()
-        conn.reason = "connect failed (" + "; ".join(failures) + ")"
-        return None
+        return "; ".join(failures)
 
     async def _tunnel(
         self,
@@ -308,22 +334,22 @@ class Relay:
     async def _read_client_hello(
         self, client: socket.socket, conn: _Conn, data: bytes
     ) -> tuple[bytes, ClientHello]:
-        """Read until `data` holds a whole ClientHello; deny the tunnel if it is not one."""
+        """Read until a whole ClientHello has arrived; deny the tunnel if it is not one."""
         loop = asyncio.get_running_loop()
+        reader = ClientHelloReader()
         try:
             async with asyncio.timeout(self.head_timeout):
-                while (hello := parse_client_hello(data)) is None:
-                    chunk = await loop.sock_recv(client, BUFFER)
-                    if not chunk or len(data) > 2 * MAX_CLIENT_HELLO:
+                while (hello := reader.feed(data)) is None:
+                    data = await loop.sock_recv(client, BUFFER)
+                    if not data:
                         raise ClientHelloError("the client stopped mid-ClientHello")
-                    data += chunk
         except ClientHelloError as err:
             _deny(conn, f"not a valid TLS ClientHello ({err})")
             raise _Denied from err
         except TimeoutError as err:
             _deny(conn, "timed out waiting for the TLS ClientHello")
             raise _Denied from err
-        return data, hello
+        return bytes(reader.data), hello
 
     async def _pump(self, src: socket.socket, dst: socket.socket, conn: _Conn, *, up: bool) -> None:
         """Copy `src` to `dst` until EOF, then half-close `dst`."""
@@ -461,6 +487,44 @@ async def _wait(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> Non
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+async def _recv_fds(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int
+) -> tuple[bytes, list[int], int]:
+    """One read that also takes at most one descriptor passed along (the kernel closes
+    any beyond it); returns the bytes, the descriptors and the message flags."""
+    while True:
+        try:
+            data, fds, flags, _ = socket.recv_fds(sock, size, 1)
+        except BlockingIOError:
+            await _wait(loop, sock.fileno(), write=False)
+            continue
+        return data, fds, flags
+
+
+def _handed_socket(data: bytes, fds: list[int], flags: int) -> socket.socket | None:
+    """The TCP connection the sandbox's relay handed over, checked; None (and every
+    descriptor closed) for anything else."""
+    if data != HANDOFF or len(fds) != 1 or flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        return None
+    try:
+        sock = socket.socket(fileno=fds[0])
+    except OSError:  # not a socket
+        os.close(fds[0])
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            raise OSError("not a TCP socket")
+        sock.getpeername()  # connected, not listening
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 0, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _open_pipe() -> tuple[int, int] | None:

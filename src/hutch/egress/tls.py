@@ -15,10 +15,12 @@ EXT_SERVER_NAME = 0x0000
 NAME_TYPE_HOST = 0x00
 
 # A plaintext record body is at most 2^14 bytes (RFC 8446, 5.1). Real
-# ClientHellos, post-quantum key shares included, are a few KiB; the cap keeps a
-# hostile client from making the proxy buffer more than that before it decides.
+# ClientHellos, post-quantum key shares included, are a few KiB in one or two
+# records (clients fragment only at 2^14); the caps keep a hostile client from
+# making the proxy buffer or walk more than that before it decides.
 MAX_RECORD = 1 << 14
 MAX_CLIENT_HELLO = 1 << 16
+MAX_RECORDS = 16
 
 
 class ClientHelloError(ValueError):
@@ -39,36 +41,62 @@ def looks_like_tls(data: bytes) -> bool:
 def parse_client_hello(data: bytes) -> ClientHello | None:
     """Parse the ClientHello at the start of `data`; None when more bytes are needed.
 
-    The handshake message may span several records; they are reassembled.
     Raises `ClientHelloError` when the bytes cannot be a ClientHello.
     """
-    message = bytearray()
-    offset = 0
-    needed: int | None = None
-    while needed is None or len(message) < needed:
-        if len(data) - offset < 5:
-            return None
-        content_type, major, length = data[offset], data[offset + 1], _u16(data, offset + 3)
-        if content_type != RECORD_HANDSHAKE:
-            raise ClientHelloError(f"expected a handshake record, got content type {content_type}")
-        if major != 3:
-            raise ClientHelloError(f"unsupported record version {major}.{data[offset + 2]}")
-        if length == 0 or length > MAX_RECORD:
-            raise ClientHelloError(f"bad record length {length}")
-        if len(data) - offset - 5 < length:
-            return None
-        message += data[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-        if needed is None and len(message) >= 4:
-            if message[0] != HANDSHAKE_CLIENT_HELLO:
-                raise ClientHelloError(f"expected a ClientHello, got handshake type {message[0]}")
-            needed = 4 + int.from_bytes(message[1:4], "big")
-            if needed > MAX_CLIENT_HELLO:
-                raise ClientHelloError(f"ClientHello of {needed} bytes is too large")
-    if len(message) != needed:
-        # Another handshake message shares the last record: not a client's first flight.
-        raise ClientHelloError("trailing data after the ClientHello")
-    return _parse_body(_Reader(bytes(message[4:])))
+    return ClientHelloReader().feed(data)
+
+
+class ClientHelloReader:
+    """Reads the ClientHello of a client's first flight as its bytes arrive.
+
+    Each byte is looked at once, however the client splits its writes: `feed`
+    walks only the records completed since the last call, so a client that
+    trickles its hello costs time linear in what it sent. The handshake message
+    may span up to `MAX_RECORDS` records; they are reassembled.
+    """
+
+    def __init__(self) -> None:
+        self.data = bytearray()  # everything fed, to be forwarded once the hello passes
+        self._offset = 0  # where the next record starts
+        self._records = 0
+        self._message = bytearray()
+        self._needed: int | None = None
+
+    def feed(self, chunk: bytes) -> ClientHello | None:
+        """Add received bytes; the ClientHello once it is whole, else None.
+
+        Raises `ClientHelloError` as soon as the bytes cannot be a ClientHello.
+        """
+        self.data += chunk
+        data, message = self.data, self._message
+        while self._needed is None or len(message) < self._needed:
+            offset = self._offset
+            if len(data) - offset < 5:
+                return None
+            content_type, major, length = data[offset], data[offset + 1], _u16(data, offset + 3)
+            if content_type != RECORD_HANDSHAKE:
+                raise ClientHelloError(f"expected a handshake record, got content type {content_type}")
+            if major != 3:
+                raise ClientHelloError(f"unsupported record version {major}.{data[offset + 2]}")
+            if length == 0 or length > MAX_RECORD:
+                raise ClientHelloError(f"bad record length {length}")
+            if len(data) - offset - 5 < length:
+                return None
+            self._records += 1
+            if self._records > MAX_RECORDS:
+                raise ClientHelloError(f"ClientHello spread over more than {MAX_RECORDS} records")
+            message += data[offset + 5 : offset + 5 + length]
+            self._offset = offset + 5 + length
+            if self._needed is None and len(message) >= 4:
+                if message[0] != HANDSHAKE_CLIENT_HELLO:
+                    raise ClientHelloError(f"expected a ClientHello, got handshake type {message[0]}")
+                self._needed = 4 + int.from_bytes(message[1:4], "big")
+                if self._needed > MAX_CLIENT_HELLO:
+                    raise ClientHelloError(f"ClientHello of {self._needed} bytes is too large")
+        if len(message) != self._needed:
+            # Another handshake message shares the last record: not a client's first flight.
+            raise ClientHelloError("trailing data after the ClientHello")
+        return _parse_body(_Reader(bytes(message[4:])))
 
 
 class _Reader:
@@ -96,7 +124,7 @@ class _Reader:
         return self.pos == len(self.data)
 
 
-def _u16(data: bytes, offset: int) -> int:
+def _u16(data: bytes | bytearray, offset: int) -> int:
     return (data[offset] << 8) | data[offset + 1]
 
 

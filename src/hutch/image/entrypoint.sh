@@ -18,9 +18,26 @@ fi
 if [ -n "${HUTCH_PROXY_SOCKET:-}" ]; then
     # The sandbox has no network; the only way out is hutch's filtering proxy,
     # reached through a Unix socket. Tools that honour HTTP(S)_PROXY talk to
-    # this loopback relay; anything else finds no route at all.
-    socat TCP-LISTEN:3128,bind=127.0.0.1,reuseaddr,fork,backlog=1024 \
-        "UNIX-CONNECT:$HUTCH_PROXY_SOCKET" 2>/dev/null &
+    # this loopback relay; anything else finds no route at all. The relay
+    # copies nothing: it hands each connection to the proxy (SCM_RIGHTS), which
+    # serves it directly. One process, no fork per connection.
+    python3 -I -S -c '
+import os, socket
+proxy = os.environ["HUTCH_PROXY_SOCKET"]
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 3128))
+listener.listen(4096)
+while True:
+    client, _ = listener.accept()
+    try:
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.connect(proxy)
+            socket.send_fds(unix, [b"\0"], [client.fileno()])
+    except OSError:
+        pass
+    client.close()
+' 2>/dev/null &
     # Wait until the proxy's socket exists (hutch starts it while the engine
     # starts this container) and the relay listens (0C38 is port 3128, 0A LISTEN).
     i=0

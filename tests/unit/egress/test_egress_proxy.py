@@ -11,6 +11,7 @@ import resource
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -22,10 +23,12 @@ from typing import ClassVar
 
 import pytest
 
-from hutch.egress.audit import AuditEvent, AuditLog, read_events
+from hutch.egress.audit import AuditEvent, AuditLog, AuditMode, read_events
 from hutch.egress.listener import EgressProxy
 from hutch.egress.policy import NetworkMode, Policy
 from hutch.egress.relay import TLS_ACCESS_DENIED
+from hutch.egress.resolve import CachingResolver
+from hutch.egress.tls import MAX_RECORDS
 from hutch.errors import SetupFailed
 
 TIMEOUT = 10.0
@@ -177,7 +180,7 @@ class Harness:
     def events(self, proxy: EgressProxy) -> list[AuditEvent]:
         proxy.stop()
         proxy.audit.close()
-        return read_events(proxy.audit.path)
+        return list(read_events(proxy.audit.path))
 
     def close(self) -> None:
         for proxy in self.proxies:
@@ -416,6 +419,23 @@ def test_client_hello_split_across_writes_is_reassembled(harness: Harness, echo:
     sock.close()
 
 
+def test_a_hello_trickled_in_one_byte_records_is_denied_at_the_record_cap(
+    harness: Harness, echo: EchoServer
+) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    sock, _ = connect(proxy, f"127.0.0.1:{echo.port}")
+    message = b"\x01\x00\xff\xfb" + bytes(200)
+    with contextlib.suppress(OSError):  # the proxy may close while we still write
+        for i in range(0, len(message), 8):
+            sock.sendall(b"".join(b"\x16\x03\x01\x00\x01" + message[j : j + 1] for j in range(i, i + 8)))
+            time.sleep(0.002)
+    assert read_to_eof(sock) == b""
+    sock.close()
+    [event] = harness.events(proxy)
+    assert event.decision == "deny" and f"more than {MAX_RECORDS} records" in event.reason
+    assert echo.received == 0  # nothing of it reached the server
+
+
 def test_garbage_after_tls_record_byte_is_denied(harness: Harness, echo: EchoServer) -> None:
     proxy = harness.start([f"127.0.0.1:{echo.port}"])
     sock, _ = connect(proxy, f"127.0.0.1:{echo.port}")
@@ -574,7 +594,56 @@ def test_upstream_refusal_is_a_502(harness: Harness) -> None:
     proxy = harness.start([f"127.0.0.1:{port}"])
     head, body = refused(proxy, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
     assert head.startswith(b"HTTP/1.1 502")
-    assert "could not connect" in body
+    assert "upstream failed: could not connect" in body
+    [event] = harness.events(proxy)
+    assert event.decision == "allow" and event.reason.startswith("upstream failed: could not connect")
+
+
+class FlakyDns:
+    """Answers each name only after `failures` temporary failures (EAI_AGAIN)."""
+
+    def __init__(self, table: dict[str, list[str]], failures: int) -> None:
+        self.table, self.failures = table, failures
+        self.calls = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return self.table[host]
+
+
+@pytest.mark.parametrize("caching", [True, False], ids=["retried", "control-not-retried"])
+def test_a_temporary_dns_failure_is_retried_and_what_remains_is_a_502(
+    tmp_path: Path, echo: EchoServer, caching: bool
+) -> None:
+    dns = FlakyDns({"svc.test": ["127.0.0.1"]}, failures=1)
+    resolver = CachingResolver(dns) if caching else dns
+    policy = Policy.from_config("allowlist", [], [f"svc.test:{echo.port}"], resolver=resolver)
+    audit = AuditLog(tmp_path / "a.jsonl", "s")
+    with audit, EgressProxy(policy, tmp_path / "p.sock", audit) as proxy:
+        request = f"CONNECT svc.test:{echo.port} HTTP/1.1\r\n\r\n".encode()
+        if caching:
+            sock, head = connect(proxy, f"svc.test:{echo.port}")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert echo_round_trip(sock, b"after a retry") == b"after a retry"
+            sock.close()
+            for _ in range(5):  # cached: no more lookups
+                sock, head = connect(proxy, f"svc.test:{echo.port}")
+                assert head.startswith(b"HTTP/1.1 200")
+                sock.close()
+            assert dns.calls == 2
+        else:
+            # Without retries the one failure stands; it is the upstream's, not a denial.
+            head, body = refused(proxy, request)
+            assert head.startswith(b"HTTP/1.1 502"), head
+            assert "upstream failed: could not resolve svc.test" in body
+            assert "Temporary failure" in body
+    events = list(read_events(tmp_path / "a.jsonl"))
+    assert all(e.decision == "allow" for e in events)
+    if not caching:
+        assert events[0].reason.startswith("upstream failed: could not resolve")
 
 
 def test_slow_head_times_out(harness: Harness, echo: EchoServer) -> None:
@@ -805,3 +874,107 @@ def test_refuses_to_replace_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
     with pytest.raises(SetupFailed):
         EgressProxy(Policy("none"), tmp_path / "missing-dir" / "egress.sock", audit).start()
 
+
+
+@pytest.mark.parametrize("mode", ["required", "best-effort"])
+def test_a_full_disk_refuses_connections_only_when_the_audit_is_required(
+    tmp_path: Path, echo: EchoServer, mode: AuditMode, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = Policy.from_config("allowlist", [f"127.0.0.1:{echo.port}"])
+    audit = AuditLog(Path("/dev/full"), "s", mode=mode)  # every write: ENOSPC
+    with EgressProxy(policy, tmp_path / "p.sock", audit) as proxy:
+        # A full disk shows at the first write: a denied connection's record.
+        head, _ = refused(proxy, b"CONNECT not-listed.example:443 HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 403")
+        assert wait_until(lambda: audit.unlogged == 1)
+        for _ in range(20):
+            if mode == "required":
+                head, body = refused(proxy, f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+                assert head.startswith(b"HTTP/1.1 503"), head
+                assert "audit log cannot be written (No space left on device)" in body
+            else:
+                sock, head = connect(proxy, f"127.0.0.1:{echo.port}")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                assert echo_round_trip(sock, b"unlogged") == b"unlogged"
+                sock.close()
+        assert wait_until(lambda: audit.unlogged == 21)
+    said = [r for r in caplog.records if r.name == "hutch.egress" and "audit log" in r.getMessage()]
+    assert len(said) == 1
+
+
+# -- sockets handed over by the sandbox's loopback relay ---------------------------------
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected TCP pair on loopback: (the tool's end, the relay's accepted end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        tool = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        accepted, _ = listener.accept()
+    accepted.settimeout(TIMEOUT)
+    return tool, accepted
+
+
+def hand_over(proxy: EgressProxy, fds: list[int], data: bytes = b"\0") -> None:
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.connect(str(proxy.socket_path))
+        socket.send_fds(unix, [data], fds)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_handed_over_tcp_connection_is_served_directly(harness: Harness, echo: EchoServer) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    tool, accepted = tcp_pair()
+    # A long linger would make the proxy's close block: it must switch it off.
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
+    hand_over(proxy, [accepted.fileno()])
+    tool.sendall(f"CONNECT 127.0.0.1:{echo.port} HTTP/1.1\r\n\r\n".encode())
+    head, rest = read_head(tool)
+    assert head.startswith(b"HTTP/1.1 200") and rest == b""
+    assert echo_round_trip(tool, b"straight through") == b"straight through"
+    assert struct.unpack("ii", accepted.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))[0] == 0
+    tool.close()
+    accepted.close()
+    [event] = harness.events(proxy)
+    assert event.decision == "allow" and event.bytes_down == len(b"straight through")
+
+
+@pytest.mark.parametrize("what", ["file", "udp", "listening", "unix", "two", "no-marker"])
+def test_anything_else_handed_over_is_refused_and_closed(
+    harness: Harness, echo: EchoServer, tmp_path: Path, what: str
+) -> None:
+    proxy = harness.start([f"127.0.0.1:{echo.port}"])
+    proxy.audit.open()
+    before = open_fds()
+    keep: list[socket.socket] = []
+    data = b"\0"
+    if what == "file":
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        fds = [fd]
+    elif what == "udp":
+        keep.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        keep[0].connect(("127.0.0.1", echo.port))
+        fds = [keep[0].fileno()]
+    elif what == "listening":
+        keep.append(socket.create_server(("127.0.0.1", 0)))
+        fds = [keep[0].fileno()]
+    elif what == "unix":
+        keep += socket.socketpair()
+        fds = [keep[0].fileno()]
+    else:
+        tool, accepted = tcp_pair()
+        keep += [tool, accepted]
+        fds = [accepted.fileno(), accepted.fileno()] if what == "two" else [accepted.fileno()]
+        data = b"\0" if what == "two" else b"x"
+    hand_over(proxy, fds, data)
+    assert wait_until(lambda: bool(list(read_events(proxy.audit.path))))
+    # Nothing handed over stays open in the proxy: only the test's own descriptors remain.
+    assert wait_until(lambda: open_fds() == before + len(keep) + (what == "file"))
+    for sock in keep:
+        sock.close()
+    if what == "file":
+        os.close(fds[0])
+    [event] = harness.events(proxy)
+    assert event.decision == "deny" and "loopback relay handed over" in event.reason

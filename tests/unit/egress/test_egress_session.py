@@ -36,11 +36,12 @@ def test_prepare_takes_plain_values_and_makes_a_private_socket_dir(tmp_path: Pat
         allow_private=("db.internal:5432",),
         runtime_dir=str(tmp_path),
         audit=audit,
+        audit_mode="best-effort",
         session="s1",
     )
     assert egress.socket_dir == tmp_path / "egress" and egress.socket_dir.is_dir()
     assert egress.audit == tmp_path / "state" / "audit" / "s1.egress.jsonl"
-    assert egress.allow_count == 2 + len(REGISTRIES)
+    assert egress.allow_count == 2 + len(REGISTRIES) and egress.audit_mode == "best-effort"
     assert any(entry.private for entry in egress.policy.entries)
 
 

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hutch.egress.tls import ClientHello, ClientHelloError, looks_like_tls, parse_client_hello
+from hutch.egress.tls import (
+    MAX_CLIENT_HELLO,
+    MAX_RECORDS,
+    ClientHello,
+    ClientHelloError,
+    ClientHelloReader,
+    looks_like_tls,
+    parse_client_hello,
+)
 
 
 def vec(length_size: int, data: bytes) -> bytes:
@@ -75,6 +83,49 @@ def test_hello_split_over_records_and_prefixes_need_more() -> None:
         assert parse_client_hello(data[:cut]) is None
     hello = parse_client_hello(data)
     assert hello is not None and hello.server_name == "split.example"
+
+
+def test_fed_in_any_pieces_the_reader_gives_the_same_hello() -> None:
+    data = client_hello("pieces.example", record_sizes=[7, 100, 20])
+    for size in (1, 2, 5, 64, len(data)):
+        reader = ClientHelloReader()
+        results = [reader.feed(data[i : i + size]) for i in range(0, len(data), size)]
+        assert results[-1] == ClientHello("pieces.example", 0x0303)
+        assert all(r is None for r in results[:-1])
+        assert bytes(reader.data) == data  # kept whole, to be forwarded
+
+
+def test_a_largest_hello_trickled_byte_by_byte_is_read() -> None:
+    # 64 KiB fed one byte at a time: each byte is walked once, so this is quick;
+    # re-parsing everything on every feed made it quadratic (~2^31 byte copies).
+    padding = MAX_CLIENT_HELLO - 4 - 200
+    data = client_hello("big.example", extensions=[(21, bytes(padding))])
+    assert len(data) > MAX_CLIENT_HELLO - 200
+    reader = ClientHelloReader()
+    for i in range(len(data) - 1):
+        assert reader.feed(data[i : i + 1]) is None
+    hello = reader.feed(data[-1:])
+    assert hello is not None and hello.server_name == "big.example"
+
+
+def test_a_hello_may_span_at_most_max_records_records() -> None:
+    message_len = len(client_hello("r.example")) - 5
+    sizes = [1] * (MAX_RECORDS - 1) + [message_len]
+    within = parse_client_hello(client_hello("r.example", record_sizes=sizes))
+    assert within is not None and within.server_name == "r.example"
+    with pytest.raises(ClientHelloError, match=f"more than {MAX_RECORDS} records"):
+        parse_client_hello(client_hello("r.example", record_sizes=[1] * MAX_RECORDS + [message_len]))
+
+
+def test_one_byte_records_are_refused_after_the_cap_not_after_64_kib() -> None:
+    # The hostile first flight: a hello announcing 64 KiB, one byte per record.
+    reader = ClientHelloReader()
+    record = b"\x16\x03\x01\x00\x01"
+    message = b"\x01\x00\xff\xfb" + bytes(64)
+    with pytest.raises(ClientHelloError, match="records"):
+        for byte in message:
+            reader.feed(record + bytes([byte]))
+    assert len(reader.data) == (MAX_RECORDS + 1) * 6
 
 
 def test_bytes_after_the_hello_are_ignored() -> None:

@@ -234,7 +234,8 @@ def test_refresh_equals_a_full_walk(
     # A directory made anew under an old name: what is in it is new, equal facts or not.
     replaced = {rel for rel in set(old.dirs) & set(new.dirs) if old.dirs[rel].ino != new.dirs[rel].ino}
     renewed = {rel for rel in every[1] if rel.rpartition("/")[0] in replaced}
-    assert {rel for rel in differs if facts(old).get(rel) != facts(new).get(rel)} <= changed <= differs | renewed
+    seen = {rel for rel in differs if facts(old).get(rel) != facts(new).get(rel)}
+    assert seen <= changed <= differs | renewed
 
 
 def _all(root: Path) -> Iterator[Path]:
