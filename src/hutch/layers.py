@@ -172,3 +172,20 @@ def discard(base: str) -> None:
     Whiteouts are root's on Docker but sit in the user's directories, so the
     user may remove them."""
     shutil.rmtree(base, ignore_errors=True)
+
+
+def doctor_check() -> tuple[str, str, str]:
+    """(state, what, fix) for `hutch doctor`: the kernel's overlay must take
+    user xattrs (Linux 5.11) for the .git layer."""
+    release = os.uname().release
+    try:
+        major, minor = (int(part) for part in release.split(".")[:2])
+    except ValueError:
+        return ("warn", f"kernel {release}: cannot tell whether overlay takes user xattrs (.git layer)", "")
+    if (major, minor) >= (5, 11):
+        return ("ok", f"kernel {release}: copy-on-write layers (.git) can be mounted", "")
+    return (
+        "fail",
+        f"kernel {release}: overlay without user xattrs; the .git layer needs Linux 5.11 or newer",
+        "upgrade the kernel",
+    )

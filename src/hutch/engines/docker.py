@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from hutch import process
+from hutch import layers, process
 from hutch.engines import seccomp
 from hutch.engines.base import PROXY_VARIABLES, BuildCommand, Check, Engine, bind_mount_arg, csv_field
 from hutch.errors import EngineUnavailable, HutchError
@@ -144,6 +144,7 @@ class Docker(Engine):
         else:
             checks.append(Check("ok", "buildx not installed: hutch uses the classic builder"))
         checks.append(Check(*seccomp.doctor_check()))
+        checks.append(Check(*layers.doctor_check()))
         return checks
 
 

@@ -13,7 +13,7 @@ import resource
 import shutil
 from typing import TYPE_CHECKING, NamedTuple
 
-from hutch import process
+from hutch import layers, process
 from hutch.engines import seccomp
 from hutch.engines.base import PROXY_VARIABLES, BuildCommand, Check, Engine, LimitsGap, bind_mount_arg
 from hutch.errors import EngineUnavailable, HutchError, SetupFailed
@@ -347,6 +347,7 @@ class Podman(Engine):
               f"init for PID 1 (catatonit) not found in {', '.join(CATATONIT_PATHS)} nor set as "
               "init_path in containers.conf: every sandbox would fail to start", INIT_FIX)  # fmt: skip
         checks.append(Check(*seccomp.doctor_check()))
+        checks.append(Check(*layers.doctor_check()))
         return checks
 
     def check_ready(self) -> None:
