@@ -161,6 +161,11 @@ def test_an_allow_entry_written_by_the_agent_needs_trust(
     wrote = hutch.run("-q", "exec", "--", "sh", "-c",
                       f"printf '[network]\\nallow = [\"{entry}\"]\\n' > hutch.toml", cwd=project)  # fmt: skip
     assert wrote.returncode == 0, wrote.stderr
+    # hutch.toml is host-executed: the new file was held at the end of the
+    # session. The user accepts it, and it is still untrusted content.
+    assert not (project / "hutch.toml").exists()
+    session = wrote.stderr.split("hutch accept ")[1].split()[0]
+    assert hutch.run("accept", session, "hutch.toml", cwd=project).returncode == 0
     refused = hutch.run("-q", "exec", "--", "sh", "-c", probe, cwd=project)
     assert refused.returncode == 3, refused.stderr
     assert f"[network] allow {entry}" in refused.stderr and "hutch config trust" in refused.stderr

@@ -41,6 +41,7 @@ SWAPPER = textwrap.dedent("""
         for a, b in ((b".vscode", b"vs-link"), (b"sub", b"sub-link")):
             if libc.renameat2(-100, a, -100, b, 2) == 0:
                 swaps += 1
+        time.sleep(0.0002)  # so that some walks of the project see it whole
     # Leave the project as it was: real directories at their names.
     for a, b in ((".vscode", "vs-link"), ("sub", "sub-link")):
         if os.path.islink(a):
@@ -97,9 +98,14 @@ def test_concurrent_sessions_never_mount_outside_the_project(
         if result.returncode:
             assert 125 <= result.returncode <= 127 and "ran" not in result.stdout, result.stderr
     ran = sum(1 for r in results if "ran" in r.stdout)
-    assert ran >= 1, [r.stderr[-300:] for r in results]
+    if engine.id == "docker":
+        # The race was run, not only refused: some sessions got through the gate.
+        assert ran >= 1, [r.stderr[-300:] for r in results]
 
 
+# Docker only: rootless Podman's runtime refuses most swapped targets itself
+# ("possibly malicious path"), so plain runs there rarely show the leak in time.
+@pytest.mark.engines("docker")
 def test_control_plain_binds_by_name_lose_the_race(engine: Engine, built: Built, hutch: Hutch,
                                                    project: Path) -> None:
     ssh = _prepare(hutch, project)
