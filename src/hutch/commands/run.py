@@ -376,6 +376,11 @@ def _report(ws: Workspace, protection: Protection, *, agent: str, session: str, 
 def _tell(ws: Workspace, outcome: Outcome, session: str, prefix: str = "") -> None:
     from hutch.guard.report import format_changes
 
+    if outcome.incomplete:
+        ws.warn(
+            prefix + "the project kept changing while hutch looked at what the session changed "
+            "(another session renaming directories?): the list below may be incomplete",
+        )
     if outcome.changes:
         ws.warn(
             prefix

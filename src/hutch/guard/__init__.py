@@ -70,6 +70,9 @@ class Outcome(NamedTuple):
     changes: list[report.Change]
     held: quarantine.Held
     git: list[gitlayer.Decision]
+    # The project kept changing while hutch walked it (another session
+    # renaming directories): what changed may be more than is listed.
+    incomplete: bool = False
 
 
 def project_dir(state: str, project: str) -> str:
@@ -485,18 +488,25 @@ def finish(
             elif decision.outcome == "conflict":
                 found.append(report.Change("git", f"{GIT}/{decision.rel}", decision.reason, decision.change))
     root_fd = _open_root(project)
+    tree: t.Tree | None = None
+    pairs: list[t.Pair] = []
     try:
         walker = t.Walker(root_fd, uid, _policy(mask, unmask, no_mask), blobs, hooks_dir(project))
-        tree, pairs = walker.refresh(prepared_baseline)
+        for _ in range(WALK_ATTEMPTS):
+            try:
+                tree, pairs = walker.refresh(prepared_baseline)
+                break
+            except t.Unstable:
+                continue
         found += report.changes(pairs)
         for change in found:
             if change.kind == "setuid":
                 _strip_setid(walker, change.path)
     finally:
         os.close(root_fd)
-    if pairs or tree.dirs.keys() != prepared_baseline.dirs.keys() or any(
+    if tree is not None and (pairs or tree.dirs.keys() != prepared_baseline.dirs.keys() or any(
         tree.dirs[rel] is not prepared_baseline.dirs.get(rel) for rel in tree.dirs
-    ):
+    )):  # fmt: skip
         _save(_tree_path(state, project), tree)
     if surface == "ask":
         for change in found:
@@ -517,13 +527,16 @@ def finish(
         os.unlink(baseline_path(state, project, session))
     except OSError:
         pass
-    return Outcome(sorted(found, key=report.order), held, decisions)
+    return Outcome(sorted(found, key=report.order), held, decisions, incomplete=tree is None)
 
 
 def _strip_setid(walker: t.Walker, rel: str) -> None:
     """Remove setuid and setgid bits, on the file found without following links."""
     parent, _, name = rel.rpartition("/")
-    fd = walker.open_dir(parent)
+    try:
+        fd = walker.open_dir(parent)
+    except t.Unstable:
+        return  # swapped meanwhile: the next walk finds it again
     if fd is None:
         return
     try:

@@ -94,29 +94,93 @@ def new_held(session: str, project: str) -> Held:
     return Held(session, project, time.time(), [])
 
 
-def _sha_of(path: str) -> str:
+class Place(NamedTuple):
+    """A path in the project, reached the safe way: its directory opened
+    component by component without following links (another session may be
+    renaming directories as hutch works), and the name in it."""
+
+    dir_fd: int
+    name: str
+
+
+def _place(project: str, rel: str, *, create: bool) -> Place | None:
+    """The directory of project/rel, made when missing if create; None when
+    it is missing, or a link or a file stands on the way."""
+    parent, _, name = rel.rpartition("/")
+    fd = os.open(project, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in parent.split("/") if parent else ():
+        try:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                os.close(fd)
+                return None
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                os.close(fd)
+                return None
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return Place(fd, name)
+
+
+def _sha_at(place: Place | None) -> str:
+    """What a file is, as accept compares it: sha256 of its content,
+    "link:TARGET", "special", or "" when there is none."""
+    if place is None:
+        return ""
     try:
-        st = os.lstat(path)
+        st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
     except OSError:
         return ""
     if stat.S_ISLNK(st.st_mode):
-        return "link:" + os.readlink(path)
+        return "link:" + os.readlink(place.name, dir_fd=place.dir_fd)
     if not stat.S_ISREG(st.st_mode):
         return "special"
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(place.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=place.dir_fd)
+    with os.fdopen(fd, "rb") as handle:
         while chunk := handle.read(1 << 16):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def _sha_of(path: str) -> str:
+    parent, name = os.path.split(path)
+    place = _place(parent or "/", name, create=False) if os.path.isabs(path) else None
+    try:
+        return _sha_at(place)
+    finally:
+        if place is not None:
+            os.close(place.dir_fd)
+
+
+def _take(place: Place, dest: str) -> tuple[int, str]:
+    """Copy the file or link (never followed) at place to dest; (mode, link target)."""
+    st = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+    os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+    if stat.S_ISLNK(st.st_mode):
+        return 0, os.readlink(place.name, dir_fd=place.dir_fd)
+    if not stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode), ""
+    fd = os.open(place.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=place.dir_fd)
+    with os.fdopen(fd, "rb") as source, open(dest, "wb") as target:
+        shutil.copyfileobj(source, target)
+    os.chmod(dest, 0o600)
+    return stat.S_IMODE(st.st_mode), ""
+
+
 def _copy_in(src: str, dest: str) -> tuple[int, str]:
-    """Copy a file or symlink (never followed) to dest; (mode, link target)."""
+    """Copy a file or symlink of hutch's own (a layer's upper) to dest."""
     st = os.lstat(src)
     os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
     if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(src)
-        return 0, target
+        return 0, os.readlink(src)
     if not stat.S_ISREG(st.st_mode):
         return stat.S_IMODE(st.st_mode), ""
     shutil.copyfile(src, dest, follow_symlinks=False)
@@ -124,42 +188,47 @@ def _copy_in(src: str, dest: str) -> tuple[int, str]:
     return stat.S_IMODE(st.st_mode), ""
 
 
-def _remove(path: str) -> None:
+def _unlink(place: Place) -> None:
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
+        os.unlink(place.name, dir_fd=place.dir_fd)
     except FileNotFoundError:
         pass
 
 
-def _write(path: str, data: bytes, mode: int) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.hutch-{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _put(place: Place, data: bytes, mode: int) -> None:
+    """Write a file at place through a temporary name beside it."""
+    tmp = f".{place.name}.hutch-{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600, dir_fd=place.dir_fd)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(tmp, mode & 0o777)  # never a setuid bit
-    os.replace(tmp, path)
+        os.fchmod(handle.fileno(), mode & 0o777)  # never a setuid bit
+    os.replace(tmp, place.name, src_dir_fd=place.dir_fd, dst_dir_fd=place.dir_fd)
 
 
-def set_aside(state: str, held: Held, project: str, rel: str, change: str, original: str, blobs: str) -> Item:
+def set_aside(
+    state: str, held: Held, project: str, rel: str, change: str, original: str, blobs: str
+) -> Item | None:
     """Move the session's version of project/rel into the quarantine and put
     back the version the host had (``original``: its sha256, "" when it had none).
-    """
-    src = os.path.join(project, rel)
+    None when its directory cannot be reached without following a link (it
+    stays, and is reported)."""
     dest = os.path.join(held.files_dir(root(state)), rel)
     mode, link = (0, "")
-    if change != "deleted" and os.path.lexists(src):
-        mode, link = _copy_in(src, dest)
-        _remove(src)
     left = ""
-    if original:
-        data = t.read_blob(blobs, original)
+    place = _place(project, rel, create=False)
+    if place is None:
+        return None
+    try:
+        if change != "deleted" and _sha_at(place):
+            mode, link = _take(place, dest)
+            _unlink(place)
+        data = t.read_blob(blobs, original) if original else None
         if data is not None:
-            _write(src, data, 0o644)
+            _put(place, data, 0o644)
             left = original
+    finally:
+        os.close(place.dir_fd)
     item = Item(rel, change, "surface", left, mode, link)
     held.items.append(item)
     return item
@@ -195,19 +264,27 @@ def accept(state: str, held: Held, paths: list[str] | None) -> tuple[list[Item],
             and not any(item.path.startswith(w + "/") for w in wanted)
         ):
             continue
-        dest = os.path.join(held.project, item.path)
-        if _sha_of(dest) != item.left:
-            refused.append(Refused(item.path, "the project's file changed since the session ended"))
+        place = _place(held.project, item.path, create=item.change != "deleted")
+        if place is None and item.change != "deleted":
+            refused.append(Refused(item.path, "a link or a file stands where its directory was"))
             continue
-        if item.change == "deleted":
-            _remove(dest)
-        elif item.link:
-            _remove(dest)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            os.symlink(item.link, dest)
-        else:
-            with open(os.path.join(files, item.path), "rb") as handle:
-                _write(dest, handle.read(), item.mode)
+        try:
+            if _sha_at(place) != item.left:
+                refused.append(Refused(item.path, "the project's file changed since the session ended"))
+                continue
+            if place is None:
+                pass  # deleted, and already gone
+            elif item.change == "deleted":
+                _unlink(place)
+            elif item.link:
+                _unlink(place)
+                os.symlink(item.link, place.name, dir_fd=place.dir_fd)
+            else:
+                with open(os.path.join(files, item.path), "rb") as handle:
+                    _put(place, handle.read(), item.mode)
+        finally:
+            if place is not None:
+                os.close(place.dir_fd)
         held.items.remove(item)
         done.append(item)
     if wanted is not None:

@@ -276,3 +276,26 @@ def test_the_projects_own_hooks_path_is_host_executed(project: Path, tmp_path: P
     outcome = run(project, tmp_path / "state", "s1", lambda: write(hook, "x"))
     assert ("surface", ".githooks/post-checkout") in {(c.kind, c.path) for c in outcome.changes}
     assert not (project / ".githooks" / "post-checkout").exists()
+
+
+def test_setting_aside_never_follows_a_link_swapped_in_for_a_directory(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write(outside / ".envrc", "the user's own, elsewhere\n")
+    state = str(tmp_path / "state")
+    held = quarantine.new_held("s1", str(project))
+    write(project / "sub" / ".envrc", "evil\n")
+    # Another session swaps the directory for a link to elsewhere before hutch acts.
+    (project / "sub").rename(project / "sub-real")
+    (project / "sub").symlink_to(outside)
+    assert quarantine.set_aside(state, held, str(project), "sub/.envrc", "new", "", str(tmp_path / "b")) is None
+    assert (outside / ".envrc").read_text() == "the user's own, elsewhere\n"
+    # And putting back a held file does not follow one either.
+    (project / "sub").unlink()
+    (project / "sub-real").rename(project / "sub")
+    item = quarantine.set_aside(state, held, str(project), "sub/.envrc", "new", "", str(tmp_path / "b"))
+    assert item is not None and not (project / "sub" / ".envrc").exists()
+    (project / "sub").rename(project / "sub-real")
+    (project / "sub").symlink_to(outside)
+    (outside / ".envrc").unlink()
+    done, refused = quarantine.accept(state, held, ["sub/.envrc"])
+    assert not done and refused and not (outside / ".envrc").exists()
