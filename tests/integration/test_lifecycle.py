@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 
 def start_sleeper(hutch: Hutch, project: Path, seconds: int = 300) -> Running:
-    return hutch.popen("-q", "exec", "--", "sleep", str(seconds), cwd=project)
+    return hutch.popen("-q", "exec", "--", "sh", "-c", f"touch .started-$$; exec sleep {seconds}", cwd=project)
 
 
 def container_of(hutch: Hutch, proc: Running, project: Path) -> dict[str, object]:
@@ -32,6 +32,9 @@ def container_of(hutch: Hutch, proc: Running, project: Path) -> dict[str, object
 
     found = wait_for(find, 60, f"the container of hutch pid {proc.pid}")
     assert isinstance(found, dict)
+    # Past the start gate: the command itself runs (a sandbox still held at
+    # the gate ends with its hutch).
+    wait_for(lambda: any(project.glob(".started-*")), 60, "the sleeper to start")
     return found
 
 
