@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'find -type f':18}{median['find'] * 1000:>7.1f}ms  {found} files")
     print(f"{'find ... -links +1':18}{median['find_links'] * 1000:>7.1f}ms  {linked} hard links")
-    print(f"{'walk of changes':18}{median['snapshot'] * 1000:>7.1f}ms  (info: the same project again, unchanged)")
+    unchanged = "(info: the same project again, unchanged)"
+    print(f"{'walk of changes':18}{median['snapshot'] * 1000:>7.1f}ms  {unchanged}")
     print(
         f"ratio scan/find: {median['scan'] / median['find']:.2f}x   "
         f"scan/find-links: {median['scan'] / median['find_links']:.2f}x"

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.engines]
 
 
 def start_sleeper(hutch: Hutch, project: Path, seconds: int = 300) -> Running:
-    return hutch.popen("-q", "exec", "--", "sh", "-c", f"touch .started-$$; exec sleep {seconds}", cwd=project)
+    script = f"touch .started-$$; exec sleep {seconds}"
+    return hutch.popen("-q", "exec", "--", "sh", "-c", script, cwd=project)
 
 
 def container_of(hutch: Hutch, proc: Running, project: Path) -> dict[str, object]:

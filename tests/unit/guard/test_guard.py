@@ -287,7 +287,8 @@ def test_setting_aside_never_follows_a_link_swapped_in_for_a_directory(project: 
     # Another session swaps the directory for a link to elsewhere before hutch acts.
     (project / "sub").rename(project / "sub-real")
     (project / "sub").symlink_to(outside)
-    assert quarantine.set_aside(state, held, str(project), "sub/.envrc", "new", "", str(tmp_path / "b")) is None
+    aside = quarantine.set_aside(state, held, str(project), "sub/.envrc", "new", "", str(tmp_path / "b"))
+    assert aside is None
     assert (outside / ".envrc").read_text() == "the user's own, elsewhere\n"
     # And putting back a held file does not follow one either.
     (project / "sub").unlink()
