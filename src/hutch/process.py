@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -81,7 +83,6 @@ class Pending:
     def result(self, timeout: float) -> Result:
         """Its exit status and stdout (stderr is not kept); Timeout, with the
         command killed, when it has not finished within timeout seconds."""
-        import select
         import time
 
         chunks: list[bytes] = []
@@ -215,7 +216,6 @@ def _wait(
     signal wake-up pipe; once a signal was forwarded, the child has grace
     seconds to finish before hutch cleans up behind it and kills it.
     """
-    import select
     import time
 
     try:
@@ -281,7 +281,6 @@ def fork_unprivileged(
     interpreter) matters: the interpreter may live where the unprivileged user
     cannot read (a pyenv under /root), so everything is imported beforehand.
     """
-    import select
 
     ready_r, ready_w = os.pipe()
     parent = os.getpid()
@@ -320,24 +319,26 @@ def fork_unprivileged(
 
 
 def stop_child(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after grace seconds; reaps the child."""
-    import time
+    """SIGTERM, then SIGKILL after grace seconds; reaps the child.
 
+    Waits on a pidfd, so the caller goes on the moment the child is gone."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return
-        time.sleep(0.02)
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(grace * 1000):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
 
 
 def is_alive(pid: int) -> bool:

@@ -6,6 +6,7 @@ and the wake-up fd, which belong to a main thread of their own.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -69,3 +70,40 @@ def test_start_capture_kills_what_does_not_finish() -> None:
 def test_start_capture_of_a_missing_program() -> None:
     with pytest.raises(FileNotFoundError):
         process.start_capture(["hutch-no-such-program"])
+
+
+
+def _spawn_ready(script: str) -> int:
+    """A python child running script, returned once it wrote its first byte."""
+    read_end, write_end = os.pipe()
+    actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_CLOSE, read_end)]
+    argv = [sys.executable, "-c", script]
+    pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions)
+    os.close(write_end)
+    assert os.read(read_end, 1) == b"x"
+    os.close(read_end)
+    return pid
+
+
+def test_stop_child_ends_and_reaps_a_child_that_stops_on_sigterm() -> None:
+    pid = _spawn_ready("import os, time; os.write(1, b'x'); time.sleep(60)")
+    process.stop_child(pid, grace=60)
+    with pytest.raises(ChildProcessError):  # reaped
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_stop_child_kills_a_child_that_ignores_sigterm() -> None:
+    # Without the SIGKILL after the grace period this test would never return.
+    pid = _spawn_ready(
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "os.write(1, b'x'); time.sleep(60)"
+    )
+    process.stop_child(pid, grace=0.2)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_stop_child_of_a_child_already_reaped_does_nothing() -> None:
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], dict(os.environ))
+    os.waitpid(pid, 0)
+    process.stop_child(pid)
