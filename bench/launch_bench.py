@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shlex
 import socket
 import statistics
@@ -99,7 +100,28 @@ def bare_argv(hutch_env: dict[str, str], project: Path, network: str, socket_dir
     for i, arg in enumerate(argv):
         if arg.startswith("type=bind,") and f"target={PROXY_MOUNT_TARGET}" in arg.split(","):
             argv[i] = f"type=bind,source={socket_dir},target={PROXY_MOUNT_TARGET}"
+        elif "volume-opt=o=lowerdir=" in arg:
+            argv[i] = _own_layer(arg, project, argv, socket_dir / f"layer-{i}")
+        elif arg.startswith("HUTCH_GATE="):
+            argv[i] = "HUTCH_GATE="  # no hutch to answer the start gate: start at once
     return argv
+
+
+def _own_layer(spec: str, project: Path, argv: list[str], where: Path) -> str:
+    """A copy-on-write layer mount of hutch's, with directories of the bench's.
+
+    hutch names the layer's lower directory by a descriptor of its own process
+    (/proc/PID/fd/N, gone after the dry run) and its upper and work
+    directories in its state; the bare run gets the same directory by name and
+    upper and work directories of its own."""
+    target = next(f[len("target="):] for f in spec.split(",") if f.startswith("target="))
+    workdir = argv[argv.index("--workdir") + 1]
+    lower = project / os.path.relpath(target, workdir)
+    (where / "upper").mkdir(parents=True, exist_ok=True)
+    (where / "work").mkdir(parents=True, exist_ok=True)
+    spec = re.sub(r"lowerdir=[^,\"]*", f"lowerdir={lower}", spec)
+    spec = re.sub(r"upperdir=[^,\"]*", f"upperdir={where / 'upper'}", spec)
+    return re.sub(r"workdir=[^,\"]*", f"workdir={where / 'work'}", spec)
 
 
 def proxy_stand_in(socket_dir: Path) -> socket.socket:
