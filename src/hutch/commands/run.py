@@ -120,7 +120,8 @@ def execute(ws: Workspace, request: RunRequest) -> int:
             launched = True
             ready = protection.gate_ready
             try:
-                status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready)
+                status = launch(ws, plan, recipe, runtime_dir=runtime, egress=egress, on_ready=ready,
+                                on_spawned=protection.start_walk)  # fmt: skip
             except HutchError as err:
                 status = err.exit_code  # the record says what hutch returns
                 raise
@@ -282,6 +283,7 @@ def launch(
     runtime_dir: str | None = None,
     egress: SessionEgress | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_spawned: Callable[[], None] | None = None,
 ) -> int:
     """Start the sandbox in the foreground and pass its exit status through."""
     engine = ws.engine
@@ -297,7 +299,10 @@ def launch(
 
     def started() -> None:
         # This runs while the engine creates the container, off the launch's
-        # critical path. The proxy first: the entrypoint waits for its socket.
+        # critical path: the quick start's walk (a thread), then the proxy,
+        # whose socket the entrypoint waits for, then the start gate.
+        if on_spawned is not None:
+            on_spawned()
         if egress is not None:
             egress.start()
         if on_ready is not None:

@@ -198,7 +198,9 @@ class Summary(NamedTuple):
 
 class Pending:
     """The walk of what changed since the last one, run in a thread while the
-    engine starts the container; the start gate waits for it."""
+    engine starts the container (`start`, once the engine's client is
+    spawned: the thread would otherwise slow down what comes before); the
+    start gate waits for it."""
 
     def __init__(self, *, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str,
                  baseline: str, summary: Summary, extra: tuple[str, ...]) -> None:  # fmt: skip
@@ -207,7 +209,12 @@ class Pending:
         self.error: BaseException | None = None
         self._args = (project, uid, key, policy, path, blobs, baseline, summary, extra)
         self._thread = threading.Thread(target=self._run, name="hutch-walk", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread.ident is None:
+                self._thread.start()
 
     def _run(self) -> None:
         project, uid, key, policy, path, blobs, baseline, summary, extra = self._args
@@ -221,6 +228,7 @@ class Pending:
             self.error = err
 
     def wait(self) -> t.Tree | None:
+        self.start()
         self._thread.join()
         return self.tree
 

@@ -221,6 +221,11 @@ class Protection:
         if self.gate is not None:
             self.gate.close()
 
+    def start_walk(self) -> None:
+        """Start the walk of what changed, on a quick start (the gate waits for it)."""
+        if self.prepared.pending is not None:
+            self.prepared.pending.start()
+
     def gate_ready(self) -> None:
         if self.gate is not None:
             self.gate.ready()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -34,7 +35,7 @@ from hutch.guard import patterns
 from hutch.guard.surface import Context, SurfaceKind
 
 FORMAT = "hutch-tree"
-VERSION = 1
+VERSION = 2  # 2: directories in columns
 FULL_PASS_EVERY = 24 * 3600
 BLOB_LIMIT = 1 << 20
 # Timestamps come from a clock that ticks every few milliseconds: a change in
@@ -157,6 +158,9 @@ class Tree:
     # -- persistence --------------------------------------------------------------
 
     def dumps(self) -> str:
+        # In columns: most directories have no facts, and a project can have
+        # tens of thousands of them; lists of numbers read and write quickly.
+        records = self.dirs.values()
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -164,10 +168,12 @@ class Tree:
             "uid": self.uid,
             "full_at": self.full_at,
             "policy": self.policy,
-            "dirs": {
-                rel: [d.ino, d.ctime_ns, {n: list(f) for n, f in d.facts.items()}]
-                for rel, d in self.dirs.items()
-            },
+            "dirs": list(self.dirs),
+            "inos": [d.ino for d in records],
+            "ctimes": [d.ctime_ns for d in records],
+            "facts": [
+                [i, {n: list(f) for n, f in d.facts.items()}] for i, d in enumerate(records) if d.facts
+            ],
         }
         # ensure_ascii: undecodable names (surrogate escapes) survive the round trip.
         return json.dumps(doc, separators=(",", ":"))
@@ -184,12 +190,15 @@ class Tree:
                 return None
             if doc.get("uid") != uid or (policy is not None and doc.get("policy") != policy):
                 return None
-            dirs = {
-                rel: Dir(ino, ctime, {n: Fact(*f) for n, f in facts.items()})
-                for rel, (ino, ctime, facts) in doc["dirs"].items()
-            }
+            rels, inos, ctimes = doc["dirs"], doc["inos"], doc["ctimes"]
+            if not len(rels) == len(inos) == len(ctimes):
+                return None
+            none: dict[str, Fact] = {}  # shared: facts are never changed in place
+            dirs = dict(zip(rels, map(Dir, inos, ctimes, itertools.repeat(none)), strict=True))
+            for i, facts in doc["facts"]:
+                dirs[rels[i]] = Dir(inos[i], ctimes[i], {n: Fact(*f) for n, f in facts.items()})
             return cls(str(doc["root"]), uid, dirs, float(doc["full_at"]), str(doc["policy"]))
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
             return None
 
 
