@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
+from hutch import layers
 from hutch.private import bind_unix
 
 SOCKET_NAME = "gate.sock"
@@ -40,6 +41,9 @@ class Expect(NamedTuple):
     dev: int | None
     readonly: bool
     what: str
+    # A copy-on-write layer's mark (hutch.layers.mark): compared instead of
+    # the inode, which an overlay over two file systems makes up.
+    mark: bytes | None = None
 
 
 class Pinned(NamedTuple):
@@ -102,9 +106,14 @@ def verify(pid: int, expects: list[Expect]) -> str | None:
             try:
                 st = os.fstat(fd)
                 readonly = bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+                mark = layers.marked(fd) if expect.mark is not None else None
             finally:
                 os.close(fd)
-            if st.st_ino != expect.ino or (expect.dev is not None and st.st_dev != expect.dev):
+            if expect.mark is not None:
+                same = stat.S_ISDIR(st.st_mode) and mark == expect.mark
+            else:
+                same = st.st_ino == expect.ino and (expect.dev is None or st.st_dev == expect.dev)
+            if not same:
                 return f"{expect.what}: {expect.target} is not what hutch planned to mount there"
             if expect.readonly and not readonly:
                 return f"{expect.what}: {expect.target} is not read-only"

@@ -18,12 +18,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
 EntryKind = Literal["file", "dir", "link", "whiteout", "other"]
+
+MARK_XATTR = "user.hutch.layer"
 
 # How many sessions may hold a layer's work directory at once, per user.
 WORK_SLOTS = 256
@@ -105,6 +108,28 @@ def make_upper(base: str) -> str:
     upper = os.path.join(base, "upper")
     os.mkdir(upper, 0o700)
     return upper
+
+
+def mark(upper: str) -> bytes | None:
+    """Give the upper directory a random mark, which the merged directory
+    shows (an overlay passes the upper's own xattrs through), so that the
+    mounted layer can be recognised whatever inode number the overlay gives
+    its root (its own, when the layers are on different file systems).
+    None when the upper's file system keeps no user xattrs."""
+    token = secrets.token_hex(16).encode()
+    try:
+        os.setxattr(upper, MARK_XATTR, token, follow_symlinks=False)
+    except OSError:
+        return None
+    return token
+
+
+def marked(fd: int) -> bytes | None:
+    """The mark of the directory open as fd (O_PATH will do), or None."""
+    try:
+        return os.getxattr(f"/proc/self/fd/{fd}", MARK_XATTR)
+    except OSError:
+        return None
 
 
 def read(upper: str) -> Iterator[Entry]:

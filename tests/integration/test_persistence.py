@@ -9,6 +9,7 @@ as a wrapper script would, and the host's action runs the planted command.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import signal
@@ -159,6 +160,30 @@ def test_agent_commits_arrive_on_the_hosts_branch(engine: Engine, hutch: Hutch, 
     assert host(engine, project, "git", "log", "-1", "--format=%s", "main").stdout.strip() == "agent"
     assert host(engine, project, "git", "fsck", "--strict").returncode == 0
     assert host(engine, project, "git", "status", "--porcelain").stdout == ""
+
+
+def test_a_project_on_another_file_system_than_hutchs_state_starts(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
+    # Over two file systems an overlay makes up its root's inode number: the
+    # start gate must still recognise the .git layer (by its mark), and the
+    # agent's commits still arrive.
+    other = hutch.root / "other-fs"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=64m,mode=0755,uid={engine.uid},gid={engine.gid}",
+                    "tmpfs", str(other)], check=True)  # fmt: skip
+    try:
+        assert os.stat(other).st_dev != os.stat(hutch.state).st_dev
+        elsewhere = other / "proj"
+        elsewhere.mkdir()
+        hutch.own(elsewhere)
+        repo(engine, elsewhere)
+        commit = "git -c user.name=a -c user.email=a@e commit -qm agent"
+        result = sh(hutch, elsewhere, f"echo b > b.txt && git add b.txt && {commit} && git rev-parse HEAD")
+        assert result.returncode == 0, result.stderr
+        assert host(engine, elsewhere, "git", "rev-parse", "main").stdout.strip() == result.stdout.strip()
+    finally:
+        subprocess.run(["umount", "-l", str(other)], check=False)
 
 
 def test_git_config_changes_wait_for_accept(engine: Engine, hutch: Hutch, project: Path) -> None:

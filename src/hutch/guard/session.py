@@ -55,6 +55,7 @@ class Protection:
         self.git_lower: str | None = None
         self._git_fd: int | None = None
         self._slot: layers.WorkSlot | None = None
+        self._git_mark: bytes | None = None
         self.gate: Gate | None = None
         # Started now: git answers while the rest of the launch is planned.
         self._tracked = TrackedQuery(project, prepared.masked_files + prepared.masked_dirs)
@@ -125,6 +126,7 @@ class Protection:
         base = layer_dir(self.state, self.session)
         layers.check_option_path(base)
         self.git_upper = layers.make_upper(os.path.join(base, "git"))
+        self._git_mark = layers.mark(self.git_upper)
         self._slot = layers.WorkSlot.acquire(os.path.join(self.state, "layers", "work"))
         gitdir = os.path.join(self.project, GIT)
         # The merged directory takes the upper's mode: show .git as the host has it.
@@ -161,9 +163,11 @@ class Protection:
         file_st, dir_st = os.stat(empty_file), os.stat(empty_dir)
         expects = [Expect(target, p.root.ino, p.root.dev, False, "the project")]
         if p.git is not None and self.git_upper is not None:
-            # The overlay's root shows the upper's inode, a lower file its own.
+            # The overlay's root shows the upper's mark (and, over one file
+            # system, the upper's inode); a lower file keeps its own inode.
             upper = os.stat(self.git_upper)
-            expects.append(Expect(posixpath.join(target, GIT), upper.st_ino, None, False, "the .git layer"))
+            expects.append(Expect(posixpath.join(target, GIT), upper.st_ino, None, False, "the .git layer",
+                                  mark=self._git_mark))  # fmt: skip
             if p.git.head is not None:
                 head = posixpath.join(target, GIT, "HEAD")
                 expects.append(Expect(head, p.git.head.ino, None, False, "the .git layer's lower directory"))
