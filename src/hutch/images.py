@@ -84,7 +84,11 @@ def agent_version(ws: Workspace, agent: AgentDef, *, refresh: bool = False) -> s
             return pin.version
         ws.say(f"could not ask the registry for {agent.package} ({err}); installing its latest")
         return "latest"
-    ws.pins.set(agent.name, version)
+    try:
+        ws.pins.set(agent.name, version)
+    except OSError as err:
+        ws.warn(f"cannot pin {agent.package} {version} in {ws.pins.path} ({err.strerror}): make room there; "
+                "the registry is asked again next time")  # fmt: skip
     return version
 
 

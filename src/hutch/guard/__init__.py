@@ -73,6 +73,8 @@ class Outcome(NamedTuple):
     # The project kept changing while hutch walked it (another session
     # renaming directories): what changed may be more than is listed.
     incomplete: bool = False
+    # What hutch could not write in its state dir (full, read-only), said once.
+    unsaved: str = ""
 
 
 def project_dir(state: str, project: str) -> str:
@@ -221,7 +223,7 @@ class Pending:
         try:
             tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs,
                          now=time.time(), old=_load(path, project, uid, key), extra=extra)  # fmt: skip
-            _link_baseline(path, baseline, tree)
+            _link_baseline(path, baseline, tree)  # a failure: only the cache is not kept
             self.stale = not Summary.of(tree).plans_like(summary)
             self.tree = tree
         except (OSError, t.Unstable) as err:
@@ -263,6 +265,7 @@ def prepare(
     blobs = blobs_dir(state, project)
     baseline = baseline_path(state, project, session)
     moment = time.time() if now is None else now
+    unsaved: list[str] = []
     root_fd = _open_root(project)
     try:
         summary = Summary.load(os.path.join(os.path.dirname(path), SUMMARY)) if quick else None
@@ -274,8 +277,9 @@ def prepare(
                               baseline=baseline, summary=summary, extra=extra)  # fmt: skip
         else:
             tree = _walk(project=project, uid=uid, key=key, policy=policy, path=path, blobs=blobs, now=moment,
-                         old=_load(path, project, uid, key), root_fd=root_fd, extra=extra)  # fmt: skip
-            _link_baseline(path, baseline, tree)
+                         old=_load(path, project, uid, key), root_fd=root_fd, extra=extra,
+                         failures=unsaved)  # fmt: skip
+            unsaved.append(_link_baseline(path, baseline, tree))
             summary = Summary.of(tree)
         root_st = os.fstat(root_fd)
         masked = (*summary.masked_files, *summary.masked_dirs)
@@ -300,6 +304,12 @@ def prepare(
         warnings.append(
             f"{len(summary.hardlinks)} file(s) are hard-linked from outside the project; the agent "
             f"can change the other copies too: {report.names(summary.hardlinks)}"
+        )
+    if any(unsaved):
+        warnings.append(
+            f"cannot keep hutch's record of this project in {next(u for u in unsaved if u)}: make room "
+            "there; the next start looks at the whole project again, and a session whose hutch is killed "
+            "gets no report"
         )
     if no_mask:
         warnings.append("--no-mask: secret files in the project are visible to the agent")
@@ -336,7 +346,8 @@ def _still_there(root_fd: int, summary: Summary) -> bool:
 
 
 def _walk(*, project: str, uid: int, key: str, policy: patterns.Policy, path: str, blobs: str, now: float,
-          old: t.Tree | None, root_fd: int | None = None, extra: tuple[str, ...] = ()) -> t.Tree:  # fmt: skip
+          old: t.Tree | None, root_fd: int | None = None, extra: tuple[str, ...] = (),
+          failures: list[str] | None = None) -> t.Tree:  # fmt: skip
     """A full walk when there is no tree of this policy or the daily one is due,
     else a walk of what changed; saved when it changed anything."""
     own = root_fd is None
@@ -356,24 +367,39 @@ def _walk(*, project: str, uid: int, key: str, policy: patterns.Policy, path: st
                 if attempt == WALK_ATTEMPTS - 1:
                     raise
         if changed:
-            _save(path, tree)
+            failed = _try_save(path, tree)
+            if failed and failures is not None:
+                failures.append(failed)
         return tree
     finally:
         if own:
             os.close(fd)
 
 
-def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> None:
+def _link_baseline(tree_path: str, baseline: str, tree: t.Tree) -> str:
     """The tree as the session starts, kept for a report after a `kill -9`:
-    a hard link to the cache file (replaced, never rewritten, by later saves)."""
-    os.makedirs(os.path.dirname(baseline), mode=0o700, exist_ok=True)
+    a hard link to the cache file (replaced, never rewritten, by later saves).
+    What could not be written ("" when all was), for the caller to say."""
     try:
-        os.link(tree_path, baseline)
-    except FileExistsError:
-        os.unlink(baseline)
-        os.link(tree_path, baseline)
+        os.makedirs(os.path.dirname(baseline), mode=0o700, exist_ok=True)
+        try:
+            os.link(tree_path, baseline)
+        except FileExistsError:
+            os.unlink(baseline)
+            os.link(tree_path, baseline)
+        return ""
     except OSError:
-        _save(baseline, tree)
+        return _try_save(baseline, tree)
+
+
+def _try_save(path: str, tree: t.Tree) -> str:
+    """_save, saying what failed instead of raising: the tree is a cache (a
+    later walk starts afresh) and the baseline serves only after a `kill -9`."""
+    try:
+        _save(path, tree)
+    except OSError as err:
+        return f"{os.path.dirname(path)}: {err.strerror}"
+    return ""
 
 
 def _candidates(tree: t.Tree) -> tuple[list[str], list[str]]:
@@ -477,6 +503,7 @@ def finish(
     host-executed changes aside (surface = "ask") and save the tree."""
     held = quarantine.load(state, session) or quarantine.new_held(session, project)
     blobs = blobs_dir(state, project)
+    unsaved = ""
     decisions: list[gitlayer.Decision] = []
     found: list[report.Change] = []
     gitdir = os.path.join(project, GIT)
@@ -515,7 +542,7 @@ def finish(
     if tree is not None and (pairs or tree.dirs.keys() != prepared_baseline.dirs.keys() or any(
         tree.dirs[rel] is not prepared_baseline.dirs.get(rel) for rel in tree.dirs
     )):  # fmt: skip
-        _save(_tree_path(state, project), tree)
+        unsaved = _try_save(_tree_path(state, project), tree) or unsaved
     if surface == "ask":
         for change in found:
             if change.kind != "surface" or change.change == "deleted":
@@ -524,7 +551,10 @@ def finish(
             before = old.facts.get(os.path.basename(change.path)) if old is not None else None
             original = before.extra if before is not None and not before.flags & t.LINK else ""
             quarantine.set_aside(state, held, project, change.path, change.change, original, blobs)
-    quarantine.save(state, held)
+    try:
+        quarantine.save(state, held)
+    except OSError as err:
+        unsaved = unsaved or f"{quarantine.root(state)}: {err.strerror}"
     if ask is not None and held.items:
         yes = [
             item.path for item in held.items if ask(item.path, quarantine.diff_text(state, held, item, blobs))
@@ -535,7 +565,7 @@ def finish(
         os.unlink(baseline_path(state, project, session))
     except OSError:
         pass
-    return Outcome(sorted(found, key=report.order), held, decisions, incomplete=tree is None)
+    return Outcome(sorted(found, key=report.order), held, decisions, incomplete=tree is None, unsaved=unsaved)
 
 
 def _strip_setid(walker: t.Walker, rel: str) -> None:

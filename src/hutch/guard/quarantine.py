@@ -37,6 +37,9 @@ class Item(NamedTuple):
     # mode of the set-aside file ("" content when the change is a deletion)
     mode: int
     link: str = ""  # the target, when the set-aside entry is a symlink
+    # False when hutch could not keep a copy (its state dir full or read-only):
+    # the session's version is gone, and nothing can be accepted.
+    kept: bool = True
 
 
 class Held(NamedTuple):
@@ -219,9 +222,13 @@ def set_aside(
     place = _place(project, rel, create=False)
     if place is None:
         return None
+    kept = True
     try:
         if change != "deleted" and _sha_at(place):
-            mode, link = _take(place, dest)
+            try:
+                mode, link = _take(place, dest)
+            except OSError:
+                kept = False  # no room to keep it: the host must not get it all the same
             _unlink(place)
         data = t.read_blob(blobs, original) if original else None
         if data is not None:
@@ -229,7 +236,7 @@ def set_aside(
             left = original
     finally:
         os.close(place.dir_fd)
-    item = Item(rel, change, "surface", left, mode, link)
+    item = Item(rel, change, "surface", left, mode, link, kept)
     held.items.append(item)
     return item
 
@@ -238,9 +245,13 @@ def hold_git(state: str, held: Held, gitdir: str, upper: str, rel: str, change: 
     """Keep a file the session wrote under .git (from the layer's upper)."""
     dest = os.path.join(held.files_dir(root(state)), ".git", rel)
     mode, link = (0, "")
+    kept = True
     if change != "deleted":
-        mode, link = _copy_in(os.path.join(upper, rel), dest)
-    item = Item(f".git/{rel}", change, "git", _sha_of(os.path.join(gitdir, rel)), mode, link)
+        try:
+            mode, link = _copy_in(os.path.join(upper, rel), dest)
+        except OSError:
+            kept = False  # it goes with the layer
+    item = Item(f".git/{rel}", change, "git", _sha_of(os.path.join(gitdir, rel)), mode, link, kept)
     held.items.append(item)
     return item
 
@@ -263,6 +274,9 @@ def accept(state: str, held: Held, paths: list[str] | None) -> tuple[list[Item],
             and item.path not in wanted
             and not any(item.path.startswith(w + "/") for w in wanted)
         ):
+            continue
+        if not item.kept:
+            refused.append(Refused(item.path, "hutch had no room to keep it when the session ended"))
             continue
         place = _place(held.project, item.path, create=item.change != "deleted")
         if place is None and item.change != "deleted":

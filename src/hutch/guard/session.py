@@ -73,7 +73,13 @@ class Protection:
         session: str,
         quick: bool = False,
     ) -> Protection:
-        _claim(state, session, project)
+        try:
+            _claim(state, session, project)
+        except OSError as err:
+            shutil.rmtree(layer_dir(state, session), ignore_errors=True)
+            if os.path.lexists(os.path.join(project, GIT)):
+                raise _no_layer(state, err) from err
+            # No .git layer to keep there: the session runs; the walk says what it could not keep.
         try:
             prepared = prepare(
                 project=project,
@@ -117,10 +123,7 @@ class Protection:
         try:
             self._make_git_layer(engine)
         except (OSError, ValueError) as err:
-            raise SetupFailed(
-                f"the copy-on-write layer for .git could not be made: {err}",
-                "check that hutch's state directory is writable and its path has no ',' or ':'",
-            ) from err
+            raise _no_layer(self.state, err) from err
 
     def _make_git_layer(self, engine: str) -> None:
         base = layer_dir(self.state, self.session)
@@ -276,6 +279,16 @@ class Protection:
 
 OWNER = "owner.json"
 STALE = "the project changed since hutch planned this start"
+
+
+def _no_layer(state: str, err: OSError | ValueError) -> SetupFailed:
+    why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return SetupFailed(
+        f"the copy-on-write layer for .git could not be made in {os.path.join(state, 'layers')}: {why}; "
+        "nothing ran",
+        "the agent's git writes land there during a session: make room there or make it writable "
+        "(or point XDG_STATE_HOME elsewhere); its path must have no ',' or ':'",
+    )
 
 
 def _claim(state: str, session: str, project: str) -> None:

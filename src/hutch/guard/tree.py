@@ -21,12 +21,14 @@ an entry with no fact (a plain file of the user's) costs nothing to keep.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -669,15 +671,21 @@ def _escapes(rel_dir: str, target: str) -> bool:
 
 
 def store_blob(directory: str, sha: str, data: bytes) -> None:
+    """Keep a copy of a watched file's content, when there is room: without
+    it a change is still found, only not shown as a diff or undone."""
     path = os.path.join(directory, sha)
     if os.path.exists(path):
         return
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def read_blob(directory: str, sha: str) -> bytes | None:
