@@ -189,6 +189,14 @@ class Globs:
         self._heads = tuple(before for before, _ in infixes)
         self._regex = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
 
+    def screen(self) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]] | None:
+        """(exact names, prefixes, suffixes) such that a string none of them
+        fits cannot match (three string tests, for the walk's common case);
+        None when a pattern of another shape makes that impossible."""
+        if self._regex is not None:
+            return None
+        return self._exact, self._prefixes + self._heads, self._suffixes
+
     def match(self, text: str) -> bool:
         """``text`` must already be lower-cased."""
         if text in self._exact or text.startswith(self._prefixes) or text.endswith(self._suffixes):

@@ -133,7 +133,7 @@ class Context:
     """What a directory's position says about the entries in it, computed once
     per directory so that the test per entry is a few set lookups."""
 
-    __slots__ = ("_rel", "all_kind", "git_dir", "node_bin", "root", "vendored")
+    __slots__ = ("_rel", "all_kind", "git_dir", "node_bin", "plain", "root", "vendored")
 
     def __init__(self, rel: str, extra: tuple[str, ...] = ()) -> None:
         """``extra``: more surface directories for this project (the project's
@@ -164,6 +164,13 @@ class Context:
         elif not self.vendored and any(rel == b or rel.startswith(b + "/") for b in BUILD_ROOT):
             self.all_kind = "build"
         self._rel = rel
+        # Inside node_modules, .venv, ... with nothing else special: `kind` is
+        # None for every name outside PLAIN_NAMES and PLAIN_SUFFIXES.
+        self.plain = self.vendored and not self.git_dir and not self.node_bin and self.all_kind is None
+
+    # What may have a kind in a plain context, lower-cased (see kind below).
+    PLAIN_NAMES = STARTUP_NAMES | {".git"}
+    PLAIN_SUFFIXES = (".pth",)
 
     def kind(self, name: str, lower: str) -> SurfaceKind | None:
         """The surface class of a non-directory called ``name`` here."""

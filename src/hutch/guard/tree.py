@@ -220,6 +220,19 @@ class Walker:
         f, d = policy.files, policy.dirs
         self._f_match, self._f_gate, self._f_all = f.names.match, f.gate, f.gate_all
         self._d_match, self._d_gate, self._d_all = d.names.match, d.gate, d.gate_all
+        # For plain vendored directories (surface.Context.plain), where most of
+        # a large project's files are: three string tests that tell a name
+        # nothing can be decided by (not named like a secret, no surface kind,
+        # no content check) from one that takes the full test.
+        names = f.names.screen()
+        self._screen: tuple[frozenset[str], tuple[str, ...], tuple[str, ...]] | None = None
+        if names is not None and not f.gate_all:
+            exact, prefixes, suffixes = names
+            self._screen = (
+                exact | f.gate | Context.PLAIN_NAMES,
+                prefixes,
+                suffixes + Context.PLAIN_SUFFIXES + patterns.PEM_SUFFIXES,
+            )
 
     def open_dir(self, rel: str) -> int | None:
         """An fd of the directory rel, each component opened without following
@@ -299,10 +312,30 @@ class Walker:
         policy = self.policy
         uid = self.uid
         f_match, f_gate, f_all = self._f_match, self._f_gate, self._f_all
+        screen = self._screen if context.plain and vendored else None
+        s_exact, s_prefixes, s_suffixes = screen if screen is not None else (frozenset(), (), ())
         subdirs: list[tuple[str, int]] = []
         for entry in listing:
             name = entry.name
             lname = name.lower()
+            if (
+                screen is not None
+                and entry.is_file(follow_symlinks=False)
+                and not (lname in s_exact or lname.startswith(s_prefixes) or lname.endswith(s_suffixes))
+            ):
+                # A regular file whose name decides nothing, in a plain vendored directory.
+                try:
+                    fst = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not fst.st_mode & 0o7111 and fst.st_uid == uid and fst.st_nlink == 1:
+                    continue
+                fact = self._file_fact(
+                    dir_fd, name, prefix + name, lname, fst, True, None, False, 0, in_git, old_facts.get(name)
+                )
+                if fact is not None:
+                    facts[name] = fact
+                continue
             if entry.is_dir(follow_symlinks=False):
                 path = prefix + name
                 if not rel and name == ".git":

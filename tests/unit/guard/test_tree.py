@@ -376,3 +376,33 @@ def test_a_refresh_sees_a_hard_link_made_from_outside_to_a_recorded_file(tmp_pat
     new, pairs = refresh(root, old)
     assert new.paths(t.HARDLINK) == ("bin/tool",)
     assert [p.rel for p in pairs] == ["bin/tool"]
+
+
+SCREENED_NAMES = {
+    "index.js": "x", "README.md": "x", ".ENV": "T=1\n", ".env.local": "T=1\n", "id_rsa_old": KEY,
+    "Client_Secret_9.json": "{}", "credentials": "x", "config.json": "{}", "server.PEM": KEY,
+    "bundle.crt": CERT, "site.pth": "import x\n", "sitecustomize.py": "x", ".git": "gitdir: /x\n",
+    "secrets.yaml": "x", "deploy.key": KEY, "run": "#!/bin/sh\n", "plain.txt": KEY,
+}
+
+
+@pytest.mark.parametrize("policy", [patterns.Policy((), ()), patterns.Policy(("*.js",), ("README.md",))])
+def test_the_vendored_screen_decides_as_the_full_test_does(tmp_path: Path, policy: patterns.Policy) -> None:
+    # Plain vendored directories take a shortcut for names that decide
+    # nothing; the facts must be those of the full test, name by name.
+    for where in ("node_modules/pkg/lib", ".venv/lib/site-packages/m", "node_modules/.bin", "src"):
+        for name, text in SCREENED_NAMES.items():
+            write(tmp_path / where / name, text, 0o755 if name == "run" else 0o644)
+    fast, slow = walker(tmp_path, policy=policy), walker(tmp_path, policy=policy)
+    assert fast._screen is not None
+    slow._screen = None  # the control: every name takes the full test
+    try:
+        screened, tested = fast.full(str(tmp_path), "p"), slow.full(str(tmp_path), "p")
+    finally:
+        os.close(fast.root_fd)
+        os.close(slow.root_fd)
+    assert facts(screened) == facts(tested)
+    assert screened.masked() == tested.masked()
+    # And the shortcut was taken, and decided something: masks inside node_modules.
+    assert "node_modules/pkg/lib/.ENV" in screened.masked()[0]
+    assert "node_modules/pkg/lib/server.PEM" in screened.masked()[0]
